@@ -1,0 +1,288 @@
+"""The architecture file: export, validate, save, load, and rebuild a fixed model.
+
+An architecture is versioned JSON::
+
+    {
+      "format": "ser-nas-arch",
+      "version": 1,
+      "space_config": {...},                  # SpaceConfig.to_dict()
+      "architecture": {label: value, ...},    # exactly the space's labels
+      "meta": {...}                           # optional: strategy, metrics, ...
+    }
+
+Values are what NNI produces (``space.random()``, ``export_top_models(formatter="dict")``):
+an op name (str) for ``.../op_*`` and ``rnn/pool``, a one-element list of input indices
+for ``.../input_*``. Files are validated against ``SERSpace(space_config)`` and a model is
+rebuilt only through NNI (``model_context``); nothing is ever evaluated or unpickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from nni.mutable import Categorical, CategoricalMultiple
+from nni.nas.space import model_context
+from torch import nn
+
+from .config import SpaceConfig
+from .space import SERSpace, as_config
+
+__all__ = [
+    "ARCH_FORMAT",
+    "ARCH_VERSION",
+    "Architecture",
+    "ArchitectureError",
+    "LabelSpec",
+    "label_specs",
+    "validate_architecture",
+    "export_architecture",
+    "save_architecture",
+    "load_architecture",
+    "parse_architecture",
+    "build_model",
+    "count_parameters",
+    "random_architecture",
+]
+
+_logger = logging.getLogger(__name__)
+
+ARCH_FORMAT = "ser-nas-arch"
+"""Value of the ``format`` key."""
+ARCH_VERSION = 1
+"""Current (and only supported) ``version``."""
+
+
+class ArchitectureError(ValueError):
+    """An architecture (file or dict) that does not fit the format or the space."""
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """What one label accepts: ``values`` (candidates); ``n_chosen`` is set for input choices."""
+
+    values: tuple[Any, ...]
+    # None: the value is one of ``values``; an int: a list of that many distinct values.
+    n_chosen: int | None = None
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A loaded architecture: the space config, the ``{label: value}`` sample, and meta data."""
+
+    config: SpaceConfig
+    sample: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@lru_cache(maxsize=16)
+def _label_specs(config: SpaceConfig) -> dict[str, LabelSpec]:
+    specs: dict[str, LabelSpec] = {}
+    for label, mutable in SERSpace(config).simplify().items():
+        if isinstance(mutable, CategoricalMultiple):
+            specs[label] = LabelSpec(tuple(mutable.values), mutable.n_chosen)
+        elif isinstance(mutable, Categorical):
+            specs[label] = LabelSpec(tuple(mutable.values))
+        else:  # pragma: no cover - SERSpace only creates categorical choices
+            raise TypeError(f"unexpected mutable {mutable!r} for label {label}")
+    return specs
+
+
+def label_specs(config: SpaceConfig | dict[str, Any] | None = None) -> dict[str, LabelSpec]:
+    """``{label: LabelSpec}`` of ``SERSpace(config)``, in construction order."""
+    return dict(_label_specs(as_config(config)))
+
+
+def _normalise(sample: dict[str, Any]) -> dict[str, Any]:
+    # JSON gives lists, NNI gives lists, users may give tuples: store lists of ints.
+    return {label: list(value) if isinstance(value, (list, tuple)) else value for label, value in sample.items()}
+
+
+def validate_architecture(sample: dict[str, Any], config: SpaceConfig | dict[str, Any] | None = None) -> dict[str, Any]:
+    """Check ``sample`` against ``SERSpace(config)``; return it normalised (lists, not tuples).
+
+    Raises
+    ------
+    ArchitectureError
+        Naming the first unknown label, the missing labels, or a label whose value is not
+        among its candidates.
+    """
+    if not isinstance(sample, dict):
+        raise ArchitectureError(f"architecture must be a dict of label -> value, got {type(sample).__name__}")
+    specs = _label_specs(as_config(config))
+    unknown = [label for label in sample if label not in specs]
+    if unknown:
+        raise ArchitectureError(f"unknown label {unknown[0]!r} (not in the space; {len(unknown)} unknown in all)")
+    missing = [label for label in specs if label not in sample]
+    if missing:
+        raise ArchitectureError(f"missing label(s) {missing}")
+    sample = _normalise(sample)
+    for label, spec in specs.items():
+        value = sample[label]
+        if spec.n_chosen is None:
+            ok = isinstance(value, str) and value in spec.values
+        else:
+            ok = (isinstance(value, list) and len(value) == spec.n_chosen
+                  and all(isinstance(v, int) and not isinstance(v, bool) and v in spec.values for v in value)
+                  and len(set(value)) == len(value))
+        if not ok:
+            expected = list(spec.values) if spec.n_chosen is None else \
+                f"a list of {spec.n_chosen} of {list(spec.values)}"
+            raise ArchitectureError(f"label {label!r}: value {value!r} is not among the candidates {expected}")
+    return sample
+
+
+def export_architecture(sample: dict[str, Any], config: SpaceConfig | dict[str, Any] | None = None,
+                        meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON document (a dict) of a validated ``sample`` of ``SERSpace(config)``.
+
+    Parameters
+    ----------
+    sample
+        ``{label: value}`` as produced by NNI (``space.random(memo)``, a strategy's export).
+    config
+        The space it belongs to.
+    meta
+        Optional JSON-able extras (strategy, metrics, ...).
+    """
+    config = as_config(config)
+    sample = validate_architecture(sample, config)
+    document: dict[str, Any] = {
+        "format": ARCH_FORMAT,
+        "version": ARCH_VERSION,
+        "space_config": json.loads(json.dumps(config.to_dict())),
+        "architecture": {label: sample[label] for label in _label_specs(config)},
+    }
+    if meta is not None:
+        if not isinstance(meta, dict):
+            raise ArchitectureError(f"meta must be a dict, got {type(meta).__name__}")
+        document["meta"] = meta
+    return document
+
+
+def save_architecture(path: str | os.PathLike[str], sample: dict[str, Any],
+                      config: SpaceConfig | dict[str, Any] | None = None,
+                      meta: dict[str, Any] | None = None) -> Path:
+    """Validate and write an architecture file atomically (temp file, then ``os.replace``)."""
+    path = Path(path)
+    text = json.dumps(export_architecture(sample, config, meta), indent=2) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    _logger.info("saved architecture to %s", path)
+    return path
+
+
+def parse_architecture(document: Any, expected_config: SpaceConfig | None = None) -> Architecture:
+    """An :class:`Architecture` from a parsed JSON document, fully validated.
+
+    Parameters
+    ----------
+    document
+        The decoded JSON.
+    expected_config
+        When given, the document's ``space_config`` must equal it.
+    """
+    if not isinstance(document, dict):
+        raise ArchitectureError(f"expected a JSON object, got {type(document).__name__}")
+    if document.get("format") != ARCH_FORMAT:
+        raise ArchitectureError(f"not a {ARCH_FORMAT} file (format={document.get('format')!r})")
+    if document.get("version") != ARCH_VERSION:
+        raise ArchitectureError(
+            f"unsupported version {document.get('version')!r} (this code reads version {ARCH_VERSION})")
+    known = {"format", "version", "space_config", "architecture", "meta"}
+    extra = sorted(set(document) - known)
+    if extra:
+        raise ArchitectureError(f"unknown top-level key(s) {extra}")
+    try:
+        config = SpaceConfig.from_dict(document.get("space_config"))
+    except (ValueError, TypeError) as error:
+        raise ArchitectureError(f"bad space_config: {error}") from None
+    if expected_config is not None and config != expected_config:
+        diffs = [f"{f.name} (file {getattr(config, f.name)!r}, expected {getattr(expected_config, f.name)!r})"
+                 for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(expected_config, f.name)]
+        raise ArchitectureError(f"space_config differs from the expected one: {', '.join(diffs)}")
+    meta = document.get("meta", {})
+    if not isinstance(meta, dict):
+        raise ArchitectureError(f"meta must be an object, got {type(meta).__name__}")
+    sample = validate_architecture(document.get("architecture"), config)
+    return Architecture(config=config, sample=sample, meta=meta)
+
+
+def load_architecture(path: str | os.PathLike[str], expected_config: SpaceConfig | None = None) -> Architecture:
+    """Read and validate an architecture file.
+
+    Raises
+    ------
+    ArchitectureError
+        One line naming the file and the problem: unreadable, not JSON, wrong format or
+        version, bad or unexpected space config, unknown or missing label, bad value.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ArchitectureError(f"{path}: cannot read architecture file: {error}") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ArchitectureError(f"{path}: not JSON ({error})") from None
+    try:
+        return parse_architecture(document, expected_config)
+    except ArchitectureError as error:
+        raise ArchitectureError(f"{path}: {error}") from None
+
+
+def build_model(arch: Architecture | dict[str, Any], config: SpaceConfig | dict[str, Any] | None = None) -> nn.Module:
+    """A fixed PyTorch model for an architecture, freshly initialised, built through NNI.
+
+    Parameters
+    ----------
+    arch
+        An :class:`Architecture`, or a bare ``{label: value}`` sample (then ``config`` is
+        its space).
+    config
+        Only with a bare sample.
+    """
+    if isinstance(arch, Architecture):
+        if config is not None:
+            raise TypeError("pass config only with a bare sample; an Architecture carries its own")
+        config, sample = arch.config, arch.sample
+    else:
+        config = as_config(config)
+        sample = arch
+    sample = validate_architecture(sample, config)
+    with model_context(sample):
+        return SERSpace(config)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (optionally only those with ``requires_grad``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def random_architecture(config: SpaceConfig | dict[str, Any] | None = None, seed: int | None = None) -> dict[str, Any]:
+    """A uniformly random ``{label: value}`` sample of ``SERSpace(config)`` (as NNI's ``random``)."""
+    random_state = np.random.RandomState(seed)
+    sample: dict[str, Any] = {}
+    for label, spec in _label_specs(as_config(config)).items():
+        if spec.n_chosen is None:
+            sample[label] = spec.values[random_state.randint(len(spec.values))]
+        else:
+            chosen = random_state.choice(len(spec.values), spec.n_chosen, replace=False)
+            sample[label] = [int(spec.values[i]) for i in chosen]
+    return sample

@@ -1,0 +1,326 @@
+"""``ser-nas``: prepare data, search, retrain, evaluate, predict, view.
+
+Every command runs on the embedded synthetic corpus unless ``--dataset``/``--root`` say
+otherwise. Flags of the configs are generated from their dataclass fields
+(:mod:`strategies.cli_fields`): ``--<search field>``, ``--search-train-<field>``,
+``--retrain-<field>``, ``--space-<field>``, ``--features-<field>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .cli_fields import add_config_flags, config_from_flags
+
+logger = logging.getLogger("strategies.cli")
+
+SPACE_PRESETS = ("tiny", "small", "paper")
+FEATURE_PRESETS = ("small", "default", "compat")
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname).1s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr, force=True)
+    for noisy in ("nni", "pytorch_lightning", "lightning", "lightning_fabric", "numba", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def _space_preset(name: str) -> Any:
+    from ser_space import SpaceConfig
+
+    if name == "tiny":
+        return SpaceConfig.tiny()
+    if name == "paper":
+        return SpaceConfig.paper()
+    # small: the paper's cell structure at CPU-friendly width
+    return SpaceConfig.paper().replace(channels=4, num_cells=3, reduction_cells=(1,), num_nodes=3,
+                                       hidden_size=32, seq_num_nodes=1)
+
+
+def _feature_preset(name: str) -> Any:
+    from .data.features import FeatureConfig
+
+    return {"small": FeatureConfig.small, "default": FeatureConfig.default, "compat": FeatureConfig.compat}[name]()
+
+
+# ----------------------------------------------------------------------------- parsers
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    from .data.features import FeatureConfig
+    from .data.prepare import DATASETS
+
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", default="synthetic", choices=DATASETS,
+                       help="corpus (default: the embedded synthetic corpus)")
+    group.add_argument("--root", default=None, help="corpus folder (CSV file for --dataset csv)")
+    group.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                       help="corpus loader option, e.g. improvised_only=true (repeatable)")
+    group.add_argument("--protocol", default=None,
+                       help="fold protocol: loso, loo-session, kfold-speaker, official (default: the corpus's)")
+    group.add_argument("--k", type=int, default=None, help="folds for kfold protocols")
+    group.add_argument("--val-speakers", type=float, default=1,
+                       help="training speakers held out for validation (count, or fraction < 1)")
+    group.add_argument("--fold-seed", type=int, default=0, help="seed of fold grouping and validation speakers")
+    group.add_argument("--features", default=None, choices=FEATURE_PRESETS,
+                       help="feature recipe preset (default: small for synthetic, default otherwise)")
+    group.add_argument("--data-dir", default=None, help="cache of prepared data (default ~/.cache/ser-nas)")
+    add_config_flags(parser, FeatureConfig, prefix="features-", group_title="feature recipe fields")
+
+
+def _add_run_flags(parser: argparse.ArgumentParser, search: bool = True) -> None:
+    from ser_space import SpaceConfig
+
+    from .evaluator import TrainConfig
+    from .search import SearchConfig
+
+    parser.add_argument("--folds", default="0",
+                        help="fold indices to run, comma separated, or 'all' (default: 0)")
+    parser.add_argument("--space", default="tiny", choices=SPACE_PRESETS, help="search space preset")
+    parser.add_argument("--seq-op-set", default=None, help="emoDARTS sequence op set: lstm, lstm_att, rnn, rnn_att, all")
+    parser.add_argument("--output", default="runs", help="where run folders are created")
+    parser.add_argument("--config", default=None, help="a run config.json to start from (flags override it)")
+    parser.add_argument("--resume", default=None, metavar="RUN_DIR",
+                        help="finish an interrupted run: skip finished folds, redo the rest")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--verbose", action="store_true", help="debug logging, NNI's included")
+    if search:
+        add_config_flags(parser, SearchConfig, group_title="search")
+        add_config_flags(parser, TrainConfig, prefix="search-train-", group_title="weight training during search")
+    add_config_flags(parser, TrainConfig, prefix="retrain-", group_title="retraining")
+    add_config_flags(parser, SpaceConfig, prefix="space-", group_title="space fields")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ser-nas", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="corpus preparation")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    prepare = data_sub.add_parser("prepare", help="build manifest, folds and features; print a summary")
+    _add_data_flags(prepare)
+    prepare.add_argument("--workers", type=int, default=1, help="processes for feature extraction")
+    prepare.add_argument("--quiet", action="store_true", help="no progress bar")
+    prepare.add_argument("--verbose", action="store_true")
+
+    search = sub.add_parser("search", help="search -> retrain -> test on the held-out speakers")
+    _add_data_flags(search)
+    _add_run_flags(search)
+    search.add_argument("--baseline", default=None,
+                        help="train a hand-designed architecture instead of searching (cnn, cnn_lstm, cnn_lstm_att)")
+
+    retrain = sub.add_parser("retrain", help="retrain an architecture file from scratch and test it")
+    retrain.add_argument("architecture", help="architecture JSON (e.g. runs/.../fold-0/architecture.json)")
+    _add_data_flags(retrain)
+    _add_run_flags(retrain, search=False)
+
+    evaluate = sub.add_parser("evaluate", help="score a run's models on their test folds again")
+    evaluate.add_argument("run", help="run folder")
+    evaluate.add_argument("--data-dir", default=None)
+    evaluate.add_argument("--verbose", action="store_true")
+
+    predict = sub.add_parser("predict", help="emotion and class probabilities of wav files")
+    predict.add_argument("model", help="model.pt, or a run folder (its first finished fold)")
+    predict.add_argument("inputs", nargs="+", help="audio files or folders")
+    predict.add_argument("--fold", type=int, default=None, help="which fold's model of a run folder")
+    predict.add_argument("--output", default=None, help="write .csv or .json (default: print a table)")
+    predict.add_argument("--verbose", action="store_true")
+
+    view = sub.add_parser("view", help="open a finished run's NNI experiment(s) in the NNI web UI")
+    view.add_argument("run", help="run folder or NNI experiment folder")
+    view.add_argument("--port", type=int, default=8080)
+    view.add_argument("--timeout", type=float, default=None,
+                      help="stop the web UI after this many seconds (default: until Ctrl-C)")
+    view.add_argument("--verbose", action="store_true")
+    return parser
+
+
+# ----------------------------------------------------------------------------- configs
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ValueError(f"--option {text!r}: expected KEY=VALUE")
+    key, value = text.split("=", 1)
+    lowered = value.strip().lower()
+    parsed: Any = value
+    if lowered in ("true", "false"):
+        parsed = lowered == "true"
+    else:
+        try:
+            parsed = int(value)
+        except ValueError:
+            try:
+                parsed = float(value)
+            except ValueError:
+                parsed = value
+    return key.strip(), parsed
+
+
+def _data_config(args: argparse.Namespace) -> Any:
+    from .data.prepare import DataConfig
+
+    preset = args.features or ("small" if args.dataset == "synthetic" else "default")
+    features = config_from_flags(_feature_preset(preset), args, prefix="features_")
+    val_speakers: int | float = args.val_speakers
+    if float(val_speakers).is_integer() and val_speakers >= 1:
+        val_speakers = int(val_speakers)
+    root = str(Path(args.root).expanduser()) if args.root else None
+    return DataConfig(dataset=args.dataset, root=root, options=tuple(sorted(_parse_option(o) for o in args.option)),
+                      protocol=args.protocol, k=args.k, val_speakers=val_speakers, fold_seed=args.fold_seed,
+                      features=features)
+
+
+def _folds(text: str) -> tuple[int, ...] | None:
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--folds {text!r}: expected comma-separated fold numbers or 'all'") from None
+
+
+def _run_config(args: argparse.Namespace, search: bool = True) -> Any:
+    from .pipeline import RunConfig
+    from .runs import read_json
+
+    base = RunConfig.from_dict(read_json(args.config)) if args.config else RunConfig()
+    space = _space_preset(args.space) if not args.config or args.space != "tiny" else base.space
+    if args.seq_op_set:
+        space = space.with_seq_op_set(args.seq_op_set)
+    space = config_from_flags(space, args, prefix="space_")
+    changes: dict[str, Any] = {
+        "data": _data_config(args) if not args.config or args.root or args.dataset != "synthetic" else base.data,
+        "space": space,
+        "retrain": config_from_flags(base.retrain, args, prefix="retrain_"),
+        "folds": _folds(args.folds),
+    }
+    if search:
+        changes["search"] = config_from_flags(base.search, args)
+        changes["search_train"] = config_from_flags(base.search_train, args, prefix="search_train_")
+        changes["baseline"] = args.baseline
+    else:
+        changes["architecture"] = str(Path(args.architecture).resolve())
+    import dataclasses
+
+    return dataclasses.replace(base, **changes)
+
+
+# ----------------------------------------------------------------------------- commands
+
+def _print_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    print(f"run folder: {run_dir}")
+    for fold in summary["per_fold"]:
+        print(f"  fold {fold['fold']}: test UA {fold['test_ua']:.4f}  WA {fold['test_wa']:.4f}  "
+              f"F1 {fold['test_f1']:.4f}  params {fold['parameters']}  "
+              f"search {fold['search_seconds']:.0f} s  retrain {fold['retrain_seconds']:.0f} s")
+    ua, wa = summary["test_ua"], summary["test_wa"]
+    print(f"{summary['method']} on {summary['dataset']} ({summary['folds']} fold(s)): "
+          f"test UA {ua['mean']:.4f} +- {ua['std']:.4f}, WA {wa['mean']:.4f} +- {wa['std']:.4f}")
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from .data.prepare import prepare_data, summary_table
+
+    prepared = prepare_data(_data_config(args), data_dir=args.data_dir, progress=not args.quiet,
+                            num_workers=args.workers)
+    print(summary_table(prepared))
+    return 0
+
+
+def cmd_search(args: argparse.Namespace, search: bool = True) -> int:
+    from .pipeline import run_pipeline
+
+    config = _run_config(args, search=search) if not args.resume else None
+    started = time.perf_counter()
+    run_dir, summary = run_pipeline(config, output_dir=args.output, data_dir=args.data_dir, resume=args.resume,
+                                    progress=not args.quiet) if config is not None else \
+        run_pipeline(None, data_dir=args.data_dir, resume=args.resume, progress=not args.quiet)  # type: ignore[arg-type]
+    _print_summary(run_dir, summary)
+    print(f"total time {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_run
+
+    rows = evaluate_run(args.run, data_dir=args.data_dir)
+    for row in rows:
+        print(f"fold {row['fold']}: test UA {row['test_ua']:.4f}  WA {row['test_wa']:.4f}  F1 {row['test_f1']:.4f}"
+              f"  (recorded UA {row['recorded_test_ua']:.4f})")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import audio_files, load_predictor
+    from .runs import atomic_write
+
+    predictor = load_predictor(args.model, args.fold)
+    table = predictor.predict(audio_files(args.inputs))
+    if args.output:
+        out = Path(args.output)
+        if out.suffix.lower() == ".json":
+            text = json.dumps(table.to_dict(orient="records"), indent=2)
+            atomic_write(out, lambda h: h.write(text.encode()))
+        else:
+            atomic_write(out, lambda h: table.to_csv(h, index=False))
+        print(f"wrote {len(table)} predictions to {out}")
+    else:
+        with_probs = table.copy()
+        print(with_probs.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    from .webui import view
+
+    view(args.run, port=args.port, timeout=args.timeout)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(getattr(args, "verbose", False))
+    from ser_space import ArchitectureError
+
+    from . import compat
+    from .data.errors import DataError
+    from .runs import RunError
+
+    compat.apply()
+    try:
+        if args.command == "data":
+            return cmd_data_prepare(args)
+        if args.command == "search":
+            return cmd_search(args)
+        if args.command == "retrain":
+            return cmd_search(args, search=False)
+        if args.command == "evaluate":
+            return cmd_evaluate(args)
+        if args.command == "predict":
+            return cmd_predict(args)
+        if args.command == "view":
+            return cmd_view(args)
+    except (DataError, RunError, ArchitectureError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # config checks raise ValueError with a one-line message
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished folds are kept; rerun with --resume RUN_DIR to complete the run",
+              file=sys.stderr)
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

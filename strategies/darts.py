@@ -1,0 +1,28 @@
+"""DARTS (Liu et al. 2019) through NNI's one-shot ``DARTS`` strategy, with the paper's settings.
+
+Defaults follow ../shared/PAPER.md section 5: architecture Adam lr 3e-4, betas (0.5, 0.999),
+weight decay 1e-3 (NNI's own values), gradient clipping 5 on the weight step. First order
+is NNI's; ``order="second"`` selects :class:`strategies.unrolled.SecondOrderDARTS` (the
+unrolled step with the correct finite difference).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nni.nas.strategy import Strategy
+
+    from .search import SearchConfig
+
+
+def build(config: SearchConfig) -> Strategy:
+    from nni.nas.strategy import DARTS
+
+    kwargs = dict(arc_learning_rate=config.arc_learning_rate, gradient_clip_val=config.gradient_clip,
+                  warmup_epochs=config.warmup_epochs)
+    if config.order == "second":
+        from .unrolled import SecondOrderDARTS
+
+        return SecondOrderDARTS(**kwargs)
+    return DARTS(**kwargs)

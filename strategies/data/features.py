@@ -1,0 +1,656 @@
+"""Features: MFCC / log-mel "images" of a fixed size, their on-disk cache and normalisation.
+
+Three recipes (see docs/features.md):
+
+- ``FeatureConfig.compat()``: exactly the authors' recipe. Audio resampled to 32,750 Hz, the
+  first 8 s kept, shorter clips zero-padded at the end, ``librosa.feature.mfcc`` with 128
+  coefficients, n_fft 2048, hop 512, Hann, center=True, 128 mel bands (dB inside librosa),
+  giving 128 x 512, then the max over every 4 consecutive frames: 128 x 128. No normalisation.
+- ``FeatureConfig.default()``: the same 128 x 128 geometry at the corpus's native rate (the
+  hop is derived so that 8 s gives 128 * 4 frames), normalised per fold.
+- ``FeatureConfig.small()``: a cheap 40 x 64 recipe for tests and the synthetic corpus.
+
+Features are computed once per (feature config, audio content) and cached under
+``cache_dir/<config.key()>/`` as one float32 ``.npy`` array (memory-mapped on reuse) and an
+``index.json``; see :func:`extract_features`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from strategies.data.audio import read_audio, resample
+from strategies.data.errors import DataError
+
+__all__ = [
+    "FeatureConfig",
+    "FeatureSet",
+    "Normalizer",
+    "compute_features",
+    "extract_features",
+    "file_sha1",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Version of the cache layout (index.json + .npy); bump when it changes.
+CACHE_FORMAT_VERSION = 1
+
+# Fields of FeatureConfig that do not change the cached (un-normalised) features.
+_NOT_IN_KEY = ("normalization",)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How one utterance becomes a (num_coefficients, frames) float32 matrix.
+
+    The raw spectrogram has ``frames * time_pool`` columns; the max over every ``time_pool``
+    consecutive columns gives ``frames`` columns (the authors' pooling).
+    """
+
+    kind: Literal["mfcc", "logmel"] = "mfcc"  # MFCC (DCT-II, ortho, of the dB mel spectrogram) or the log-mel spectrogram itself
+    sample_rate: int | None = None  # Hz to resample to; None keeps each file's native rate
+    clip_seconds: float = 8.0  # seconds of audio per utterance, after crop / pad
+    pad_policy: Literal["zero_end", "repeat", "none"] = "zero_end"  # shorter clips: zeros at the end, tiled, or not padded (matrix filled with zeros)
+    crop_policy: Literal["start", "center"] = "start"  # longer clips: keep the first or the middle clip_seconds
+    n_mfcc: int = 128  # MFCC coefficients (rows) when kind == "mfcc"
+    n_mels: int = 128  # mel bands; also the rows when kind == "logmel"
+    n_fft: int = 2048  # FFT size in samples
+    win_length: int | None = None  # window length in samples (Hann); None = n_fft
+    hop_length: int | None = None  # hop in samples; None = derived so clip_seconds gives frames * time_pool columns
+    frames: int = 128  # output columns (after pooling)
+    time_pool: int = 4  # max over every time_pool consecutive spectrogram columns (1 = no pooling)
+    center: bool = True  # librosa's centred frames (signal padded by n_fft // 2 on both sides)
+    db: bool = True  # dB scale (power_to_db, ref 1, top_db 80); MFCC always uses dB
+    normalization: Literal["per_coefficient", "none"] = "per_coefficient"  # per-fold standardisation fitted on training data; not part of key()
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("mfcc", "logmel"):
+            raise ValueError(f"kind must be 'mfcc' or 'logmel', got {self.kind!r}")
+        if self.pad_policy not in ("zero_end", "repeat", "none"):
+            raise ValueError(f"pad_policy must be zero_end, repeat or none, got {self.pad_policy!r}")
+        if self.crop_policy not in ("start", "center"):
+            raise ValueError(f"crop_policy must be start or center, got {self.crop_policy!r}")
+        if self.normalization not in ("per_coefficient", "none"):
+            raise ValueError(f"normalization must be per_coefficient or none, got {self.normalization!r}")
+        if self.sample_rate is not None and self.sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive or None, got {self.sample_rate}")
+        if not self.clip_seconds > 0:
+            raise ValueError(f"clip_seconds must be positive, got {self.clip_seconds}")
+        for name in ("n_mfcc", "n_mels", "n_fft", "frames", "time_pool"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("win_length", "hop_length"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value}")
+        if self.win_length is not None and self.win_length > self.n_fft:
+            raise ValueError(f"win_length ({self.win_length}) must not exceed n_fft ({self.n_fft})")
+        if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
+            raise ValueError(f"n_mfcc ({self.n_mfcc}) must not exceed n_mels ({self.n_mels})")
+        if self.kind == "mfcc" and not self.db:
+            raise ValueError("kind='mfcc' is always computed from the dB mel spectrogram: db must be True")
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def default(cls) -> FeatureConfig:
+        """The paper's 128 x 128 geometry at the corpus's native rate, normalised per fold."""
+        return cls()
+
+    @classmethod
+    def compat(cls) -> FeatureConfig:
+        """Exactly the authors' recipe: 32,750 Hz, 8 s, MFCC 128 x 512 max-pooled by 4, no normalisation."""
+        return cls(
+            kind="mfcc",
+            sample_rate=32750,
+            clip_seconds=8.0,
+            pad_policy="zero_end",
+            crop_policy="start",
+            n_mfcc=128,
+            n_mels=128,
+            n_fft=2048,
+            win_length=None,
+            hop_length=512,
+            frames=128,
+            time_pool=4,
+            center=True,
+            db=True,
+            normalization="none",
+        )
+
+    @classmethod
+    def small(cls) -> FeatureConfig:
+        """A cheap recipe for tests and the synthetic corpus: 40 MFCC x 64 frames of 3 s at 16 kHz."""
+        return cls(
+            kind="mfcc",
+            sample_rate=16000,
+            clip_seconds=3.0,
+            n_mfcc=40,
+            n_mels=64,
+            n_fft=512,
+            frames=64,
+            time_pool=2,
+        )
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def num_coefficients(self) -> int:
+        """Rows of the output matrix: n_mfcc for MFCC, n_mels for log-mel."""
+        return self.n_mfcc if self.kind == "mfcc" else self.n_mels
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Shape of one utterance's features: (num_coefficients, frames)."""
+        return (self.num_coefficients, self.frames)
+
+    def clip_samples(self, sr: int) -> int:
+        """Samples in ``clip_seconds`` at rate ``sr``."""
+        return max(1, int(round(self.clip_seconds * sr)))
+
+    def hop_for(self, sr: int) -> int:
+        """Hop in samples at rate ``sr``.
+
+        The explicit ``hop_length`` when set; otherwise the largest hop for which a clip of
+        ``clip_seconds`` gives at least ``frames * time_pool`` centred columns
+        (``1 + samples // hop``), i.e. ``samples // (frames * time_pool - 1)``. At 32,750 Hz
+        and 8 s this is the authors' 512.
+        """
+        if self.hop_length is not None:
+            return self.hop_length
+        raw = self.frames * self.time_pool
+        return max(1, self.clip_samples(sr) // max(1, raw - 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> FeatureConfig:
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown FeatureConfig fields: {sorted(unknown)}")
+        return cls(**values)
+
+    def key(self) -> str:
+        """Stable short hash of the fields that change the cached features.
+
+        sha1 of the JSON of :meth:`to_dict` (sorted keys, without ``normalization``, which
+        is applied after the cache), first 16 hex digits. Independent of the process,
+        machine and Python hash seed.
+        """
+        values = {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_KEY}
+        payload = json.dumps({"format": CACHE_FORMAT_VERSION, **values}, sort_keys=True)
+        return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------- computation
+def _fit_length(wave: np.ndarray, samples: int, config: FeatureConfig) -> np.ndarray:
+    """Crop or pad ``wave`` to ``samples`` following the config's policies."""
+    if len(wave) > samples:
+        start = 0 if config.crop_policy == "start" else (len(wave) - samples) // 2
+        return wave[start : start + samples]
+    if len(wave) < samples:
+        if config.pad_policy == "zero_end":
+            return np.pad(wave, (0, samples - len(wave)))
+        if config.pad_policy == "repeat" and len(wave) > 0:
+            return np.resize(wave, samples)
+    return wave
+
+
+def compute_features(wave: np.ndarray, sr: int, config: FeatureConfig) -> np.ndarray:
+    """Features of one mono signal, deterministic.
+
+    Parameters
+    ----------
+    wave : np.ndarray
+        Mono signal, shape (samples,).
+    sr : int
+        Its sample rate in Hz; resampled to ``config.sample_rate`` when that is set and differs.
+    config : FeatureConfig
+        The recipe.
+
+    Returns
+    -------
+    np.ndarray
+        float32, shape exactly ``config.shape`` = (num_coefficients, frames). Missing columns
+        (rounding, ``center=False``) repeat the last column; with ``pad_policy="none"`` the
+        columns past the end of a short clip are zeros.
+    """
+    import librosa  # lazy: slow import, and workers import this module too
+
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim != 1:
+        raise ValueError(f"wave must be mono (1-D), got shape {wave.shape}")
+    if config.sample_rate is not None and sr != config.sample_rate:
+        wave = resample(wave, sr, config.sample_rate)
+        sr = config.sample_rate
+    wave = _fit_length(wave, config.clip_samples(sr), config)
+    hop = config.hop_for(sr)
+    win_length = config.win_length or config.n_fft
+    common = dict(
+        sr=sr,
+        n_fft=config.n_fft,
+        hop_length=hop,
+        win_length=win_length,
+        window="hann",
+        center=config.center,
+        n_mels=config.n_mels,
+    )
+    if config.kind == "mfcc":
+        matrix = librosa.feature.mfcc(y=wave, n_mfcc=config.n_mfcc, **common)
+    else:
+        matrix = librosa.feature.melspectrogram(y=wave, **common)
+        if config.db:
+            matrix = librosa.power_to_db(matrix)
+    raw = config.frames * config.time_pool
+    columns = matrix.shape[1]
+    if columns > raw:
+        matrix = matrix[:, :raw]
+    elif columns < raw:
+        if config.pad_policy == "none" or columns == 0:
+            fill = np.zeros((matrix.shape[0], raw - columns), dtype=matrix.dtype)
+        else:
+            fill = np.repeat(matrix[:, -1:], raw - columns, axis=1)
+        matrix = np.concatenate([matrix, fill], axis=1)
+    if config.time_pool > 1:
+        matrix = matrix.reshape(matrix.shape[0], config.frames, config.time_pool).max(axis=2)
+    return np.ascontiguousarray(matrix, dtype=np.float32)
+
+
+def file_sha1(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """sha1 hex digest of a file's bytes (the cache's notion of "same audio")."""
+    digest = hashlib.sha1()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(chunk_size):
+                digest.update(chunk)
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror or error})") from error
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------- normalisation
+@dataclass(frozen=True, eq=False)
+class Normalizer:
+    """Per-coefficient standardisation, fitted on the training utterances of one fold.
+
+    ``transform(x) = (x - mean) / std`` with mean and std per coefficient (row), pooled over
+    the training utterances and all their frames. ``kind="none"`` is the identity (compat).
+    """
+
+    kind: Literal["per_coefficient", "none"] = "none"  # standardise per coefficient, or leave features as they are
+    mean: np.ndarray | None = None  # (num_coefficients,) float64 mean over training utterances and frames
+    std: np.ndarray | None = None  # (num_coefficients,) float64 std, floored at eps
+    eps: float = 1e-8  # floor on std, so constant coefficients do not divide by zero
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("per_coefficient", "none"):
+            raise ValueError(f"kind must be per_coefficient or none, got {self.kind!r}")
+        if self.kind == "per_coefficient" and (self.mean is None or self.std is None):
+            raise ValueError("a per_coefficient Normalizer needs mean and std: use Normalizer.fit")
+
+    @classmethod
+    def fit(
+        cls,
+        features: np.ndarray,
+        kind: Literal["per_coefficient", "none"] = "per_coefficient",
+        eps: float = 1e-8,
+        chunk: int = 256,
+    ) -> Normalizer:
+        """Fit on training features only.
+
+        Parameters
+        ----------
+        features : np.ndarray
+            (N, num_coefficients, frames) training utterances (a memmap is read in chunks).
+        kind : {"per_coefficient", "none"}
+            ``"none"`` returns the identity normaliser.
+        eps : float
+            Floor on the standard deviation.
+        chunk : int
+            Utterances read at a time (bounds memory on memmapped caches).
+        """
+        if kind == "none":
+            return cls(kind="none", eps=eps)
+        if features.ndim != 3 or features.shape[0] == 0:
+            raise ValueError(f"fit needs (N, num_coefficients, frames) with N > 0, got {features.shape}")
+        total = np.zeros(features.shape[1], dtype=np.float64)
+        total_sq = np.zeros(features.shape[1], dtype=np.float64)
+        for start in range(0, features.shape[0], chunk):
+            block = np.asarray(features[start : start + chunk], dtype=np.float64)
+            total += block.sum(axis=(0, 2))
+            total_sq += np.square(block).sum(axis=(0, 2))
+        count = features.shape[0] * features.shape[2]
+        mean = total / count
+        var = np.maximum(total_sq / count - np.square(mean), 0.0)
+        std = np.maximum(np.sqrt(var), eps)
+        return cls(kind="per_coefficient", mean=mean, std=std, eps=eps)
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        """Normalise (num_coefficients, frames) or (N, num_coefficients, frames) float32 features."""
+        features = np.asarray(features, dtype=np.float32)
+        if self.kind == "none":
+            return features
+        mean = self.mean.astype(np.float32)[:, None]
+        std = self.std.astype(np.float32)[:, None]
+        if features.shape[-2] != mean.shape[0]:
+            raise ValueError(
+                f"features have {features.shape[-2]} coefficients, the normaliser {mean.shape[0]}"
+            )
+        return (features - mean) / std
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (for a run folder)."""
+        return {
+            "kind": self.kind,
+            "mean": None if self.mean is None else [float(v) for v in self.mean],
+            "std": None if self.std is None else [float(v) for v in self.std],
+            "eps": self.eps,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Normalizer:
+        """Inverse of :meth:`to_dict`."""
+        mean = values.get("mean")
+        std = values.get("std")
+        return cls(
+            kind=values["kind"],
+            mean=None if mean is None else np.asarray(mean, dtype=np.float64),
+            std=None if std is None else np.asarray(std, dtype=np.float64),
+            eps=float(values.get("eps", 1e-8)),
+        )
+
+
+# ---------------------------------------------------------------------- feature sets and cache
+@dataclass(frozen=True, eq=False)
+class FeatureSet:
+    """Features of a manifest's utterances, in manifest order."""
+
+    features: np.ndarray  # (N, num_coefficients, frames) float32; a read-only memmap when loaded from the cache
+    utt_ids: tuple[str, ...]  # utterance id of each row
+    config: FeatureConfig  # the recipe that made them
+    path: Path | None = None  # cache folder they came from (None when not cached)
+    _rows: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # utt_id -> row, built once
+
+    def __post_init__(self) -> None:
+        if self.features.shape[0] != len(self.utt_ids):
+            raise ValueError(f"{self.features.shape[0]} feature rows for {len(self.utt_ids)} utterances")
+        self._rows.update({utt: row for row, utt in enumerate(self.utt_ids)})
+        if len(self._rows) != len(self.utt_ids):
+            raise ValueError("utterance ids in a FeatureSet must be unique")
+
+    def __len__(self) -> int:
+        return len(self.utt_ids)
+
+    def rows(self, utt_ids: Sequence[str]) -> np.ndarray:
+        """Row numbers of ``utt_ids``; an unknown id is a KeyError naming it."""
+        try:
+            return np.fromiter((self._rows[u] for u in utt_ids), dtype=np.int64, count=len(utt_ids))
+        except KeyError as error:
+            raise KeyError(f"utterance {error.args[0]!r} is not in this FeatureSet") from None
+
+    def select(self, utt_ids: Sequence[str]) -> FeatureSet:
+        """The subset ``utt_ids`` in that order (features copied into memory)."""
+        utt_ids = [str(u) for u in utt_ids]
+        return FeatureSet(
+            features=np.asarray(self.features[self.rows(utt_ids)]),
+            utt_ids=tuple(utt_ids),
+            config=self.config,
+            path=self.path,
+        )
+
+
+_INDEX = "index.json"
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """Exclusive inter-process lock on ``lock_path`` (fcntl.flock); a no-op where fcntl is missing."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the atomic replaces below still keep the cache intact
+        yield
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _read_index(folder: Path, config: FeatureConfig) -> tuple[dict[str, Any], np.ndarray] | None:
+    """The cache's index and memmapped array, or None when absent, stale or damaged."""
+    index_path = folder / _INDEX
+    if not index_path.is_file():
+        return None
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+        if index.get("format") != CACHE_FORMAT_VERSION or index.get("key") != config.key():
+            logger.warning("feature cache %s was written by another format or config: rebuilding it", folder)
+            return None
+        array = np.load(folder / index["data"], mmap_mode="r")
+        if array.shape != (len(index["rows"]), *config.shape) or array.dtype != np.float32:
+            logger.warning("feature cache %s does not match its index: rebuilding it", folder)
+            return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        logger.warning("feature cache %s is unreadable (%s): rebuilding it", folder, error)
+        return None
+    return index, array
+
+
+def _atomic_write_bytes(path: Path, write: Any) -> None:
+    """Write via a unique temporary name in the same folder, then os.replace."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _extract_one(job: tuple[int, str, FeatureConfig]) -> tuple[int, np.ndarray, int]:
+    """Worker: read one file and compute its features (module-level so it pickles)."""
+    position, path, config = job
+    wave, sr = read_audio(path, config.sample_rate)
+    return position, compute_features(wave, sr, config), sr
+
+
+def _compute_missing(
+    jobs: list[tuple[int, str, FeatureConfig]], progress: bool, num_workers: int
+) -> Iterator[tuple[int, np.ndarray, int]]:
+    """Features of ``jobs``, in completion order, with an optional tqdm bar on stderr."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(jobs), desc="features", unit="utt", disable=not progress, leave=False)
+    try:
+        if num_workers <= 1 or len(jobs) < 2:
+            for job in jobs:
+                yield _extract_one(job)
+                bar.update(1)
+        else:
+            import multiprocessing
+
+            # spawn: no fork of a process that may hold threads (torch, tqdm's monitor)
+            context = multiprocessing.get_context("spawn")
+            with context.Pool(processes=num_workers) as pool:
+                chunksize = max(1, min(32, len(jobs) // (4 * num_workers)))
+                for result in pool.imap_unordered(_extract_one, jobs, chunksize=chunksize):
+                    yield result
+                    bar.update(1)
+    finally:
+        bar.close()
+
+
+def extract_features(
+    manifest: pd.DataFrame,
+    config: FeatureConfig,
+    cache_dir: str | Path | None,
+    progress: bool = True,
+    num_workers: int = 1,
+) -> FeatureSet:
+    """Features of every manifest row, computed once and cached on disk.
+
+    Cache layout: ``cache_dir/<config.key()>/`` holds ``index.json`` (format, key, config,
+    the data file's name, and per row its ``sha1`` of the audio bytes, ``utt_id`` and
+    native sample rate) and ``features-<id>.npy``, a float32 (rows, num_coefficients,
+    frames) array. Rows are matched by the audio content hash, so a changed file is
+    recomputed and a renamed one is not; rows of other manifests with the same config are
+    kept. Both files are written under unique temporary names and ``os.replace``-d, the
+    index last, and the whole check-compute-write runs under an exclusive ``fcntl.flock``
+    on ``cache_dir/<key>.lock``: concurrent callers wait and then reuse, and a crash leaves
+    the previous cache intact.
+
+    Parameters
+    ----------
+    manifest : pd.DataFrame
+        Needs ``utt_id`` (unique) and ``path`` (absolute) columns; row order is kept.
+    config : FeatureConfig
+        The recipe.
+    cache_dir : str, Path or None
+        Root of the cache; None computes in memory without caching.
+    progress : bool
+        Show a tqdm bar on stderr while computing.
+    num_workers : int
+        Processes used to compute missing features (1 = in this process).
+
+    Returns
+    -------
+    FeatureSet
+        Rows in manifest order. When the whole manifest is cached in that order the array
+        is a read-only memmap (nothing is read until used).
+    """
+    for column in ("utt_id", "path"):
+        if column not in manifest.columns:
+            raise DataError(f"manifest: missing column {column!r}")
+    utt_ids = [str(u) for u in manifest["utt_id"]]
+    if len(set(utt_ids)) != len(utt_ids):
+        duplicated = pd.Series(utt_ids)[pd.Series(utt_ids).duplicated()].iloc[0]
+        raise DataError(f"manifest: utterance id {duplicated!r} appears more than once")
+    paths = [str(p) for p in manifest["path"]]
+
+    if cache_dir is None:
+        features = np.zeros((len(paths), *config.shape), dtype=np.float32)
+        jobs = [(i, p, config) for i, p in enumerate(paths)]
+        for position, matrix, _ in _compute_missing(jobs, progress, num_workers):
+            features[position] = matrix
+        return FeatureSet(features=features, utt_ids=tuple(utt_ids), config=config, path=None)
+
+    cache_root = Path(cache_dir)
+    folder = cache_root / config.key()
+    hashes = [file_sha1(p) for p in paths]
+    with _locked(cache_root / f"{config.key()}.lock"):
+        folder.mkdir(parents=True, exist_ok=True)
+        existing = _read_index(folder, config)
+        old_rows: dict[str, int] = {}
+        old_entries: list[dict[str, Any]] = []
+        old_array: np.ndarray | None = None
+        if existing is not None:
+            index, old_array = existing
+            old_entries = index["rows"]
+            old_rows = {entry["sha1"]: row for row, entry in enumerate(old_entries)}
+
+        # Fast path: everything cached and already in manifest order at the top of the array.
+        found = [old_rows.get(h) for h in hashes]
+        if old_array is not None and all(r is not None for r in found):
+            logger.info("features: reusing %d cached utterances from %s", len(hashes), folder)
+            rows = np.asarray(found, dtype=np.int64)
+            if np.array_equal(rows, np.arange(len(rows))):
+                array = old_array[: len(rows)]
+            else:
+                array = np.asarray(old_array[rows])
+            return FeatureSet(features=array, utt_ids=tuple(utt_ids), config=config, path=folder)
+
+        # New array: this manifest's utterances first (in order, unique by content), then the
+        # old rows no longer in the manifest, so other corpora's features survive.
+        first_position: dict[str, int] = {}
+        for position, h in enumerate(hashes):
+            first_position.setdefault(h, position)
+        unique_hashes = list(first_position)
+        kept_old = [row for row, entry in enumerate(old_entries) if entry["sha1"] not in first_position]
+        total = len(unique_hashes) + len(kept_old)
+        data_name = f"features-{uuid.uuid4().hex[:12]}.npy"
+        tmp_data = folder / f".{data_name}.{os.getpid()}.tmp"
+        try:
+            array = np.lib.format.open_memmap(
+                tmp_data, mode="w+", dtype=np.float32, shape=(total, *config.shape)
+            )
+            entries: list[dict[str, Any]] = []
+            jobs = []
+            for new_row, h in enumerate(unique_hashes):
+                position = first_position[h]
+                entries.append({"sha1": h, "utt_id": utt_ids[position], "sample_rate": None})
+                old_row = old_rows.get(h)
+                if old_row is not None and old_array is not None:
+                    array[new_row] = old_array[old_row]
+                    entries[-1]["sample_rate"] = old_entries[old_row].get("sample_rate")
+                else:
+                    jobs.append((new_row, paths[position], config))
+            reused = len(unique_hashes) - len(jobs)
+            logger.info(
+                "features: computing %d utterances, reusing %d, into %s", len(jobs), reused, folder
+            )
+            for new_row, matrix, sr in _compute_missing(jobs, progress, num_workers):
+                array[new_row] = matrix
+                entries[new_row]["sample_rate"] = sr
+            for offset, old_row in enumerate(kept_old):
+                array[len(unique_hashes) + offset] = old_array[old_row]
+                entries.append(dict(old_entries[old_row]))
+            array.flush()
+            del array
+            with open(tmp_data, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp_data, folder / data_name)
+        finally:
+            if tmp_data.exists():
+                tmp_data.unlink()
+
+        index = {
+            "format": CACHE_FORMAT_VERSION,
+            "key": config.key(),
+            "config": config.to_dict(),
+            "data": data_name,
+            "shape": [total, *config.shape],
+            "rows": entries,
+        }
+        payload = json.dumps(index, indent=1, sort_keys=True).encode("utf-8")
+        _atomic_write_bytes(folder / _INDEX, lambda handle: handle.write(payload))
+        # Old data files: readers that memmapped them keep their open mapping (POSIX unlink).
+        for stale in folder.glob("features-*.npy"):
+            if stale.name != data_name:
+                try:
+                    stale.unlink()
+                except OSError:  # still mapped on a platform that forbids unlinking it
+                    logger.debug("could not remove stale cache file %s", stale)
+
+        loaded = _read_index(folder, config)
+        if loaded is None:  # pragma: no cover - we just wrote it
+            raise DataError(f"{folder}: feature cache unreadable right after writing it")
+        _, mm = loaded
+        new_row_of = {h: row for row, h in enumerate(unique_hashes)}
+        rows = np.asarray([new_row_of[h] for h in hashes], dtype=np.int64)
+        if np.array_equal(rows, np.arange(len(rows))):
+            result = mm[: len(rows)]
+        else:
+            result = np.asarray(mm[rows])
+        return FeatureSet(features=result, utt_ids=tuple(utt_ids), config=config, path=folder)

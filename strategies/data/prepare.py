@@ -1,0 +1,247 @@
+"""One idempotent prepare step per corpus: manifest -> folds -> features, in one folder.
+
+``prepare_data`` is what ``ser-nas data prepare`` runs and what every search, retrain and
+comparison calls first. It writes, into ``<data_dir>/<dataset>-<key>/``:
+
+- ``manifest.csv``  the utterances (see :mod:`strategies.data.corpora`)
+- ``folds.json``    speaker-independent folds (train / val / test utterance ids)
+- ``features.npy``  float32 (utterances, coefficients, frames), rows in manifest order
+- ``prepared.json`` what was asked (dataset, root, options, feature and fold settings),
+  the class list, the summary, and a completion stamp written last
+
+Every file is written to a temporary name and renamed into place, so an interrupted
+prepare never leaves a folder that looks complete. Features are extracted through the
+shared content-addressed cache (:func:`strategies.data.features.extract_features`), so a
+second prepare of the same audio with the same recipe costs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .corpora import get_corpus, load_manifest
+from .errors import DataError
+from .features import FeatureConfig, extract_features
+from .folds import Fold, default_protocol, load_folds, make_folds, save_folds
+from .synthetic import SyntheticConfig, ensure_synthetic_corpus, load_synthetic_manifest
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DataConfig", "PreparedData", "prepare_data", "default_data_dir", "summary_table", "DATASETS"]
+
+SYNTHETIC = "synthetic"
+_FORMAT = 1
+
+
+def default_data_dir() -> Path:
+    """``$SER_NAS_HOME`` or ``$XDG_CACHE_HOME/ser-nas`` (``~/.cache/ser-nas``): caches only.
+
+    Only where prepared data is cached depends on the environment; the data, the folds and
+    the features never do.
+    """
+    home = os.environ.get("SER_NAS_HOME")
+    if home:
+        return Path(home)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ser-nas"
+
+
+def _datasets() -> tuple[str, ...]:
+    from .corpora import CORPORA
+
+    return (SYNTHETIC, *sorted(CORPORA))
+
+
+DATASETS = _datasets()
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which corpus, how it is split and which features: everything ``prepare_data`` needs."""
+
+    dataset: str = SYNTHETIC  # a registered corpus name, or "synthetic" (the embedded default)
+    root: str | None = None  # corpus folder (or CSV file for "csv"); None only for "synthetic"
+    options: tuple[tuple[str, Any], ...] = ()  # loader options, e.g. (("improvised_only", True),)
+    protocol: str | None = None  # fold protocol; None = the corpus's standard one
+    k: int | None = None  # number of folds for k-fold protocols; None = the protocol's default
+    val_speakers: int | float = 1  # training speakers held out for validation (count or fraction)
+    fold_seed: int = 0  # seeds k-fold grouping and the choice of validation speakers
+    features: FeatureConfig = field(default_factory=FeatureConfig.small)  # feature recipe
+
+    def __post_init__(self) -> None:
+        if self.dataset != SYNTHETIC and self.root is None:
+            raise DataError(f"dataset {self.dataset!r} needs --root (the corpus folder)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "root": self.root,
+            "options": {k: v for k, v in self.options},
+            "protocol": self.protocol,
+            "k": self.k,
+            "val_speakers": self.val_speakers,
+            "fold_seed": self.fold_seed,
+            "features": self.features.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DataConfig:
+        data = dict(data)
+        features = FeatureConfig.from_dict(data.pop("features")) if "features" in data else FeatureConfig.small()
+        options = tuple(sorted((data.pop("options", None) or {}).items()))
+        return cls(features=features, options=options, **data)
+
+    def key(self) -> str:
+        """Stable hash of everything that changes the prepared data."""
+        payload = self.to_dict()
+        if payload["root"] is not None:
+            payload["root"] = str(Path(payload["root"]).resolve())
+        text = json.dumps(payload, sort_keys=True, default=str)
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """A prepared corpus: manifest, folds, features file and class list."""
+
+    folder: Path  # the prepared-data folder
+    config: DataConfig  # what was prepared
+    manifest: pd.DataFrame  # one row per utterance, in features.npy row order
+    folds: tuple[Fold, ...]  # speaker-independent folds
+    classes: tuple[str, ...]  # class names; a label is its index here
+    features_path: Path  # float32 (N, coefficients, frames)
+
+    @property
+    def labels(self) -> np.ndarray:
+        index = {c: i for i, c in enumerate(self.classes)}
+        return np.asarray([index[e] for e in self.manifest["emotion"]], dtype=np.int64)
+
+    def rows(self, utt_ids: tuple[str, ...] | list[str]) -> np.ndarray:
+        position = {u: i for i, u in enumerate(self.manifest["utt_id"])}
+        return np.asarray([position[u] for u in utt_ids], dtype=np.int64)
+
+    def features(self) -> np.ndarray:
+        return np.load(self.features_path, mmap_mode="r")
+
+
+def _atomic_write(path: Path, write: Any, suffix: str = "") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _load_raw_manifest(config: DataConfig) -> pd.DataFrame:
+    if config.dataset == SYNTHETIC:
+        root = ensure_synthetic_corpus(config.root, SyntheticConfig(**dict(config.options)))
+        return load_synthetic_manifest(root)
+    get_corpus(config.dataset)  # clear error for an unknown name
+    return load_manifest(config.dataset, config.root, **dict(config.options))
+
+
+def _make_folds(config: DataConfig, manifest: pd.DataFrame) -> list[Fold]:
+    if config.protocol is None:
+        if config.dataset == SYNTHETIC:
+            protocol, k = "loso", None
+        else:
+            standard = default_protocol(config.dataset)
+            protocol, k = standard.protocol, standard.k
+    else:
+        protocol, k = config.protocol, None
+    return make_folds(manifest, protocol, k=config.k if config.k is not None else k,
+                      val_speakers=config.val_speakers, seed=config.fold_seed)
+
+
+def prepare_data(config: DataConfig, data_dir: str | Path | None = None, progress: bool = True,
+                 num_workers: int = 1) -> PreparedData:
+    """Build (or reuse) manifest, folds and features for ``config``; see the module docstring."""
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    folder = data_dir / "prepared" / f"{config.dataset}-{config.key()}"
+    stamp = folder / "prepared.json"
+    if stamp.exists():
+        try:
+            return _load_prepared(folder, config)
+        except (DataError, KeyError, ValueError, OSError) as error:
+            logger.warning("prepared data in %s is unusable (%s); preparing again", folder, error)
+
+    manifest = _load_raw_manifest(config)
+    if manifest.empty:
+        raise DataError(f"{config.root or config.dataset}: no utterances found")
+    manifest = manifest.reset_index(drop=True)
+    folds = _make_folds(config, manifest)
+    classes = tuple(sorted(manifest["emotion"].unique()))
+    cache_dir = data_dir / "features"
+    feature_set = extract_features(manifest, config.features, cache_dir, progress=progress,
+                                   num_workers=num_workers)
+    array = np.asarray(feature_set.features, dtype=np.float32)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic_write(folder / "manifest.csv", lambda h: manifest.to_csv(h, index=False))
+    save_folds(folds, folder / "folds.json", metadata={"dataset": config.dataset})
+    _atomic_write(folder / "features.npy", lambda h: np.save(h, array))
+    summary = summarize(manifest)
+    record = {
+        "format": _FORMAT,
+        "config": config.to_dict(),
+        "classes": list(classes),
+        "num_utterances": int(len(manifest)),
+        "feature_shape": list(array.shape[1:]),
+        "num_folds": len(folds),
+        "summary": summary,
+    }
+    _atomic_write(stamp, lambda h: h.write(json.dumps(record, indent=2, default=str).encode()))
+    logger.info("prepared %d utterances, %d folds in %s", len(manifest), len(folds), folder)
+    return PreparedData(folder, config, manifest, tuple(folds), classes, folder / "features.npy")
+
+
+def _load_prepared(folder: Path, config: DataConfig) -> PreparedData:
+    record = json.loads((folder / "prepared.json").read_text())
+    if record.get("format") != _FORMAT:
+        raise DataError(f"{folder}: prepared with another format version")
+    manifest = pd.read_csv(folder / "manifest.csv", dtype={"speaker": str, "session": str, "gender": str},
+                           keep_default_na=False)
+    folds = load_folds(folder / "folds.json", manifest)
+    features_path = folder / "features.npy"
+    shape = np.load(features_path, mmap_mode="r").shape
+    if shape[0] != len(manifest):
+        raise DataError(f"{features_path}: {shape[0]} rows for {len(manifest)} utterances")
+    return PreparedData(folder, config, manifest, tuple(folds), tuple(record["classes"]), features_path)
+
+
+def summarize(manifest: pd.DataFrame) -> dict[str, Any]:
+    """Clips per class and speaker, as nested dicts (JSON-able)."""
+    table = pd.crosstab(manifest["speaker"], manifest["emotion"])
+    return {
+        "clips": int(len(manifest)),
+        "hours": float(manifest["duration"].sum() / 3600.0) if "duration" in manifest else None,
+        "per_speaker_class": {str(s): {str(c): int(v) for c, v in row.items()} for s, row in table.iterrows()},
+    }
+
+
+def summary_table(prepared: PreparedData) -> str:
+    """A plain-text table of clips per speaker (rows) and class (columns), with totals."""
+    table = pd.crosstab(prepared.manifest["speaker"], prepared.manifest["emotion"], margins=True,
+                        margins_name="total")
+    lines = [
+        f"dataset {prepared.config.dataset}: {len(prepared.manifest)} clips, "
+        f"{prepared.manifest['speaker'].nunique()} speakers, classes {', '.join(prepared.classes)}",
+        table.to_string(),
+        f"folds: {len(prepared.folds)} ({prepared.folds[0].protocol}); features "
+        f"{tuple(np.load(prepared.features_path, mmap_mode='r').shape[1:])}; folder {prepared.folder}",
+    ]
+    return "\n".join(lines)

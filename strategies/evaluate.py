@@ -1,0 +1,57 @@
+"""Score the models of a finished run on their test folds again (``ser-nas evaluate``).
+
+The run's config says which corpus, features and folds it used; the data is prepared again
+(from the cache when present) and each fold's saved model is scored on that fold's test
+speakers with the normalisation stored in the model file. The result must equal the
+recorded ``metrics.json`` figures: a check that a run folder is self-contained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import DataLoader
+
+from .data.dataset import FeatureDataset
+from .data.prepare import prepare_data
+from .evaluator import evaluate_model
+from .pipeline import RunConfig
+from .predict import Predictor
+from .runs import RunError, load_model_bundle, read_json
+
+__all__ = ["evaluate_run"]
+
+
+def evaluate_run(run: str | Path, data_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Per finished fold: test UA / WA / F1 recomputed, beside the recorded test UA."""
+    run = Path(run)
+    if not run.is_dir():
+        raise RunError(f"{run}: no such run folder")
+    config = RunConfig.from_dict(read_json(run / "config.json"))
+    fold_dirs = sorted((p for p in run.glob("fold-*") if (p / "metrics.json").is_file()),
+                       key=lambda p: int(p.name.split("-")[1]))
+    if not fold_dirs:
+        raise RunError(f"{run}: no finished fold (no fold-*/metrics.json)")
+    prepared = prepare_data(config.data, data_dir=data_dir, progress=False)
+    labels = prepared.labels
+    rows_out = []
+    for folder in fold_dirs:
+        recorded = read_json(folder / "metrics.json")
+        index = int(recorded["fold"])
+        if index >= len(prepared.folds):
+            raise RunError(f"{folder}: fold {index} does not exist in the prepared data")
+        fold = prepared.folds[index]
+        predictor = Predictor(load_model_bundle(folder / "model.pt"), folder / "model.pt")
+        if list(predictor.classes) != list(prepared.classes):
+            raise RunError(f"{folder / 'model.pt'}: classes {predictor.classes} differ from the data's "
+                           f"{list(prepared.classes)}")
+        norm = predictor.normalizer
+        rows = prepared.rows(fold.test)
+        dataset = FeatureDataset(str(prepared.features_path), rows.tolist(), labels[rows].tolist(),
+                                 None if norm.mean is None else [float(v) for v in norm.mean],
+                                 None if norm.std is None else [float(v) for v in norm.std])
+        metrics = evaluate_model(predictor.model, DataLoader(dataset, batch_size=64), len(prepared.classes))
+        rows_out.append({"fold": index, "test_ua": metrics["ua"], "test_wa": metrics["wa"], "test_f1": metrics["f1"],
+                         "recorded_test_ua": recorded["test_ua"]})
+    return rows_out

@@ -1,0 +1,104 @@
+"""What the one-shot strategies (DARTS, ENAS) share: per-epoch validation and genotype tracking.
+
+NNI 3.0's one-shot strategies consume the validation split themselves (architecture steps or
+controller rewards) and run no Lightning validation loop, so the evaluator would see no
+validation metrics. :class:`EpochValidation` scores the supernet on the validation split at
+the end of every epoch and records the architecture the strategy would export at that
+moment, so the run folder has validation curves and the "best epoch" genotype (the
+authors' choice) beside the last one (plain DARTS).
+
+For DARTS the supernet is scored as it trains (the softmax-weighted mixture). For sampling
+strategies (ENAS) the exported architecture's path is fixed in the supernet and scored with
+the shared weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from .evaluator import SERModule
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EpochValidation", "darts_genotype"]
+
+ZERO_OP = "none"
+
+
+def darts_genotype(pl_module: Any) -> dict[str, Any]:
+    """The DARTS derivation of the current architecture weights (Liu et al. 2019, sec. 2.4).
+
+    For every node of every differentiable cell: the ``num_ops_per_node`` strongest incoming
+    edges (distinct inputs), an edge's strength being its best non-zero op's softmax weight,
+    each with that best non-zero op. NNI 3.0's own cell export ranks (edge, op) pairs with
+    ``none`` included, so it can export the zero op, which DARTS never does. Labels outside
+    cells (``rnn/pool``) keep NNI's export (argmax).
+    """
+    from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedCell
+
+    genotype = dict(pl_module.export())
+    for module in pl_module.supernet_modules():
+        if not isinstance(module, DifferentiableMixedCell):
+            continue
+        names = list(module.op_names)
+        for i in range(module.num_predecessors, module.num_nodes + module.num_predecessors):
+            edges: list[tuple[float, int, str]] = []
+            for j in range(i):
+                probs = torch.softmax(module._arch_alpha[f"{module.label}/{i}_{j}"].detach().float(), dim=-1)
+                candidates = [(float(p), name) for p, name in zip(probs.tolist(), names) if name != ZERO_OP]
+                if not candidates:
+                    continue
+                weight, name = max(candidates)
+                edges.append((weight, j, name))
+            edges.sort(key=lambda e: (-e[0], e[1]))
+            if not edges:
+                continue
+            for k in range(module.num_ops_per_node):
+                _, j, name = edges[k % len(edges)]
+                genotype[f"{module.label}/op_{i}_{k}"] = name
+                genotype[f"{module.label}/input_{i}_{k}"] = [j]
+    return genotype
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+class EpochValidation(pl.Callback):
+    """Score the supernet on a validation loader after each training epoch."""
+
+    def __init__(self, val_loader: Any, training_module: SERModule, fix_exported_path: bool,
+                 differentiable: bool) -> None:
+        self.val_loader = val_loader
+        self.training_module = training_module
+        self.fix_exported_path = fix_exported_path
+        self.differentiable = differentiable
+        self.architectures: list[dict[str, Any]] = []  # exported architecture per epoch
+
+    @torch.no_grad()
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        exported = darts_genotype(pl_module) if self.differentiable else pl_module.export()
+        arch = {label: _plain(v) for label, v in exported.items()}
+        if self.fix_exported_path:
+            memo = dict(arch)
+            for module in pl_module.supernet_modules():
+                module.resample(memo=memo)
+        model = pl_module.model
+        was_training = model.training
+        model.eval()
+        logits, targets = [], []
+        for x, y in self.val_loader:
+            logits.append(model(x.to(pl_module.device)).float().cpu())
+            targets.append(y)
+        model.train(was_training)
+        self.architectures.append(arch)
+        module = self.training_module
+        module.record_validation(torch.cat(logits), torch.cat(targets), extra={"architecture": arch})

@@ -1,0 +1,355 @@
+"""Search -> retrain -> test, per speaker-independent fold, into one run folder.
+
+For each selected fold of a prepared corpus:
+
+1. **search** on the training speakers only: the strategy's weights learn on ``train``, its
+   architecture choices (alphas, controller rewards, trial rankings) on ``val``, which holds
+   other training speakers. The test speakers are not touched.
+2. **retrain** the exported architecture from scratch on ``train``; the epoch (weights) kept
+   is chosen on ``val`` (``model_selection``).
+3. **test** once on the held-out speakers: UA, WA, macro F1, confusion matrix.
+
+Run folder::
+
+    <output_dir>/<time>-<dataset>-<strategy>/
+      config.json  versions.json  summary.json  results.csv
+      fold-<k>/  architecture.json  cells.png  search.json  retrain.csv  model.pt
+                 metrics.json  confusion.png
+
+A fold is built in a temporary sibling folder and renamed to ``fold-<k>`` when finished, so
+an interrupted run keeps every finished fold intact; :func:`run_pipeline` with ``resume``
+skips finished folds and redoes the rest.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from ser_space import (SpaceConfig, build_model, count_parameters, draw_cells, export_architecture,
+                       load_architecture, save_architecture)
+
+from . import compat
+from .baselines import hand_designed_architecture
+from .data.dataset import FeatureDataset
+from .data.features import FeatureConfig, Normalizer
+from .data.folds import Fold
+from .data.prepare import DataConfig, PreparedData, prepare_data
+from .evaluator import SERModule, TrainConfig, evaluate_model, make_lightning
+from .plots import plot_confusion, plot_history
+from .runs import RunError, new_run_dir, package_versions, read_json, save_model_bundle, write_json
+from .search import SearchConfig, SearchResult, run_search
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RunConfig", "run_pipeline", "fold_datasets", "train_model", "adapt_space", "summarize_folds"]
+
+RUN_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run depends on; written to ``config.json`` of the run folder."""
+
+    data: DataConfig = field(default_factory=DataConfig)  # corpus, folds, features
+    space: SpaceConfig = field(default_factory=SpaceConfig.tiny)  # search space (input shape and classes follow the data)
+    search: SearchConfig = field(default_factory=lambda: SearchConfig(epochs=10))  # strategy and budget
+    search_train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        batch_size=32, optimizer="adam", learning_rate=3e-3, learning_rate_min=1e-4))  # weight training during search
+    retrain: TrainConfig = field(default_factory=lambda: TrainConfig(
+        max_epochs=30, batch_size=32, optimizer="adam", learning_rate=3e-3, learning_rate_min=1e-5,
+        class_weighted=True))  # retraining
+    folds: tuple[int, ...] | None = (0,)  # fold indices to run; None = every fold
+    baseline: str | None = None  # a hand-designed architecture name instead of a search (see strategies.baselines)
+    architecture: str | None = None  # an architecture file to retrain instead of a search
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": RUN_FORMAT,
+            "data": self.data.to_dict(),
+            "space": self.space.to_dict(),
+            "search": self.search.to_dict(),
+            "search_train": self.search_train.to_dict(),
+            "retrain": self.retrain.to_dict(),
+            "folds": None if self.folds is None else list(self.folds),
+            "baseline": self.baseline,
+            "architecture": self.architecture,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        data = dict(data)
+        if data.pop("format", RUN_FORMAT) != RUN_FORMAT:
+            raise RunError("config.json: unsupported run format")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise RunError(f"config.json: unknown field(s) {', '.join(unknown)}")
+        folds = data.get("folds")
+        return cls(
+            data=DataConfig.from_dict(data["data"]),
+            space=SpaceConfig.from_dict(data["space"]),
+            search=SearchConfig.from_dict(data["search"]),
+            search_train=TrainConfig.from_dict(data["search_train"]),
+            retrain=TrainConfig.from_dict(data["retrain"]),
+            folds=None if folds is None else tuple(int(f) for f in folds),
+            baseline=data.get("baseline"),
+            architecture=data.get("architecture"),
+        )
+
+    @property
+    def method(self) -> str:
+        """What produced the architecture: a strategy name, ``baseline-<name>`` or ``file``."""
+        if self.baseline:
+            return f"baseline-{self.baseline}"
+        if self.architecture:
+            return "file"
+        return self.search.strategy
+
+
+def adapt_space(space: SpaceConfig, prepared: PreparedData) -> SpaceConfig:
+    """The space config with the corpus's input shape and class count."""
+    n_coefficients, frames = np.load(prepared.features_path, mmap_mode="r").shape[1:]
+    changes: dict[str, Any] = {"n_mfcc": int(n_coefficients), "frames": int(frames),
+                               "num_classes": len(prepared.classes)}
+    changes["min_frames"] = min(space.min_frames, int(frames))
+    changes["max_frames"] = max(space.max_frames, int(frames))
+    return space.replace(**changes)
+
+
+def fold_datasets(prepared: PreparedData, fold: Fold) -> tuple[dict[str, FeatureDataset], Normalizer]:
+    """Train / val / test datasets of a fold, normalised with statistics of ``train`` only."""
+    features = prepared.features()
+    labels = prepared.labels
+    rows = {part: prepared.rows(getattr(fold, part)) for part in ("train", "val", "test")}
+    kind = prepared.config.features.normalization
+    normalizer = Normalizer.fit(features[rows["train"]], kind=kind) if kind != "none" else Normalizer(kind="none")
+    mean = None if normalizer.mean is None else [float(v) for v in normalizer.mean]
+    std = None if normalizer.std is None else [float(v) for v in normalizer.std]
+    datasets = {
+        part: FeatureDataset(str(prepared.features_path), r.tolist(), labels[r].tolist(), mean, std)
+        for part, r in rows.items()
+    }
+    return datasets, normalizer
+
+
+class _KeepBest(pl.Callback):
+    """Keeps a copy of the weights of the epoch with the best validation UA."""
+
+    def __init__(self, module: SERModule) -> None:
+        self.module = module
+        self.best_ua = -math.inf
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch: int | None = None
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if not self.module.history:
+            return
+        entry = self.module.history[-1]
+        ua = entry["val_ua"]
+        if not math.isnan(ua) and ua > self.best_ua:
+            self.best_ua = ua
+            self.best_epoch = entry["epoch"]
+            self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.module.model.state_dict().items()})
+
+
+def train_model(model: torch.nn.Module, config: TrainConfig, train_dataset: FeatureDataset,
+                val_dataset: FeatureDataset, num_classes: int,
+                trainer_kwargs: dict[str, Any] | None = None) -> tuple[torch.nn.Module, list[dict[str, Any]], int]:
+    """Train a fixed model with the shared evaluator; returns (model, history, selected epoch)."""
+    pl.seed_everything(config.seed, workers=True)
+    module = SERModule.from_config(config, num_classes, train_dataset.labels.tolist())
+    keep = _KeepBest(module)
+    lightning = make_lightning(module, config, train_dataset, val_dataset, callbacks=[keep],
+                               **(trainer_kwargs or {}))
+    lightning.evaluate(model)
+    model = model.cpu()
+    selected = module.history[-1]["epoch"] if module.history else config.max_epochs - 1
+    if config.model_selection == "best" and keep.best_state is not None:
+        model.load_state_dict(keep.best_state)
+        selected = int(keep.best_epoch or 0)
+    return model, module.history, selected
+
+
+def _select_folds(prepared: PreparedData, folds: tuple[int, ...] | None) -> list[Fold]:
+    if folds is None:
+        return list(prepared.folds)
+    chosen = []
+    for index in folds:
+        if not 0 <= index < len(prepared.folds):
+            raise RunError(f"fold {index} does not exist: {prepared.config.dataset} has "
+                           f"{len(prepared.folds)} folds (0..{len(prepared.folds) - 1})")
+        chosen.append(prepared.folds[index])
+    return chosen
+
+
+def _architecture_for(config: RunConfig, space: SpaceConfig, datasets: dict[str, FeatureDataset],
+                      workdir: Path, trainer_kwargs: dict[str, Any] | None) -> tuple[dict[str, Any], SearchResult | None]:
+    if config.architecture:
+        arch = load_architecture(config.architecture, expected_config=space)
+        return arch.sample, None
+    if config.baseline:
+        return hand_designed_architecture(config.baseline, space), None
+    result = run_search(space, config.search, config.search_train, datasets["train"], datasets["val"],
+                        workdir, num_classes=space.num_classes,
+                        train_labels=datasets["train"].labels.tolist(), trainer_kwargs=trainer_kwargs)
+    return result.architecture, result
+
+
+def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold: Fold, run_dir: Path,
+             trainer_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Search, retrain and test one fold; returns its metrics (also in ``fold-<k>/metrics.json``)."""
+    final = run_dir / f"fold-{fold.index}"
+    work = run_dir / f".fold-{fold.index}.partial"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    logger.info("fold %d (%s): train %d, val %d, test %d utterances; test speakers %s",
+                fold.index, fold.name, len(fold.train), len(fold.val), len(fold.test), ", ".join(fold.test_speakers))
+    datasets, normalizer = fold_datasets(prepared, fold)
+
+    started = time.perf_counter()
+    sample, search = _architecture_for(config, space, datasets, work / "search", trainer_kwargs)
+    search_seconds = time.perf_counter() - started
+    meta = {"method": config.method, "dataset": prepared.config.dataset, "fold": fold.index,
+            "search_seconds": search_seconds}
+    architecture = export_architecture(sample, space, meta=meta)
+    save_architecture(work / "architecture.json", sample, space, meta=meta)
+    try:
+        draw_cells(load_architecture(work / "architecture.json"), work / "cells.png")
+    except Exception as error:  # a picture must never fail a run
+        logger.warning("could not draw the cells: %s", error)
+    if search is not None:
+        write_json(work / "search.json", {"strategy": search.strategy, "seconds": search.seconds,
+                                          "history": search.history, "experiment_id": search.experiment_id,
+                                          "experiment_dir": search.experiment_dir,
+                                          "last_architecture": search.last_architecture,
+                                          "best_architecture": search.best_architecture})
+
+    started = time.perf_counter()
+    # as in DARTS: batch norm without affine parameters while searching, with them when retraining
+    retrain_space = space.replace(affine=True, drop_path_prob=config.retrain.drop_path_prob)
+    pl.seed_everything(config.retrain.seed, workers=True)
+    model = build_model(sample, retrain_space)
+    parameters = count_parameters(model)
+    model, history, selected_epoch = train_model(model, config.retrain, datasets["train"], datasets["val"],
+                                                 space.num_classes, trainer_kwargs)
+    retrain_seconds = time.perf_counter() - started
+    _write_history_csv(work / "retrain.csv", history)
+    plot_history(history, work / "retrain.png", title=f"retrain, fold {fold.index}")
+
+    from torch.utils.data import DataLoader
+
+    test_loader = DataLoader(datasets["test"], batch_size=64, shuffle=False)
+    test = evaluate_model(model, test_loader, space.num_classes)  # the one and only look at the test fold
+    plot_confusion(np.asarray(test["confusion_matrix"]), list(prepared.classes), work / "confusion.png",
+                   title=f"{config.method}, fold {fold.index}: UA {test['ua']:.3f}")
+    save_model_bundle(work / "model.pt", model.state_dict(), architecture, list(prepared.classes),
+                      prepared.config.features.to_dict(), normalizer.to_dict())
+    selected = next((e for e in history if e["epoch"] == selected_epoch), history[-1] if history else {})
+    metrics = {
+        "fold": fold.index,
+        "fold_name": fold.name,
+        "test_speakers": list(fold.test_speakers),
+        "val_speakers": list(fold.val_speakers),
+        "method": config.method,
+        "test_ua": test["ua"],
+        "test_wa": test["wa"],
+        "test_f1": test["f1"],
+        "test_loss": test["loss"],
+        "test_utterances": test["num_utterances"],
+        "confusion_matrix": test["confusion_matrix"],
+        "classes": list(prepared.classes),
+        "val_ua": selected.get("val_ua"),
+        "val_wa": selected.get("val_wa"),
+        "selected_epoch": selected_epoch,
+        "parameters": parameters,
+        "search_seconds": search_seconds,
+        "retrain_seconds": retrain_seconds,
+    }
+    write_json(work / "metrics.json", metrics)  # written last: a fold folder with it is complete
+    if final.exists():
+        shutil.rmtree(final)
+    work.rename(final)
+    logger.info("fold %d: test UA %.4f  WA %.4f  F1 %.4f  (%d parameters; search %.0f s, retrain %.0f s)",
+                fold.index, test["ua"], test["wa"], test["f1"], parameters, search_seconds, retrain_seconds)
+    return metrics
+
+
+def _write_history_csv(path: Path, history: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    from .runs import atomic_write
+
+    frame = pd.DataFrame([{k: v for k, v in e.items() if k != "architecture"} for e in history])
+    atomic_write(path, lambda h: frame.to_csv(h, index=False))
+
+
+def summarize_folds(metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and (sample) standard deviation over folds of the test and cost figures."""
+    summary: dict[str, Any] = {"folds": len(metrics)}
+    for key in ("test_ua", "test_wa", "test_f1", "parameters", "search_seconds", "retrain_seconds"):
+        values = np.asarray([m[key] for m in metrics], dtype=np.float64)
+        summary[key] = {"mean": float(values.mean()) if len(values) else None,
+                        "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+    return summary
+
+
+def run_pipeline(config: RunConfig, output_dir: str | Path = "runs", data_dir: str | Path | None = None,
+                 resume: str | Path | None = None, progress: bool = True,
+                 trainer_kwargs: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Run (or resume) search -> retrain -> test over the selected folds; see the module docstring.
+
+    Returns the run folder and the summary (also in ``summary.json``).
+    """
+    compat.apply()
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.json").is_file():
+            raise RunError(f"{run_dir}: not a run folder (no config.json)")
+        config = RunConfig.from_dict(read_json(run_dir / "config.json"))
+    prepared = prepare_data(config.data, data_dir=data_dir, progress=progress)
+    space = adapt_space(config.space, prepared)
+    if resume is None:
+        run_dir = new_run_dir(output_dir, f"{config.data.dataset}-{config.method}")
+        write_json(run_dir / "config.json", config.to_dict())
+        write_json(run_dir / "versions.json", package_versions())
+    logger.info("run folder %s", run_dir)
+
+    metrics: list[dict[str, Any]] = []
+    for fold in _select_folds(prepared, config.folds):
+        done = run_dir / f"fold-{fold.index}" / "metrics.json"
+        if done.is_file():
+            logger.info("fold %d already finished: skipped", fold.index)
+            metrics.append(read_json(done))
+            continue
+        metrics.append(run_fold(config, prepared, space, fold, run_dir, trainer_kwargs))
+
+    summary = {"method": config.method, "dataset": config.data.dataset, "classes": list(prepared.classes),
+               "per_fold": [{k: m[k] for k in ("fold", "test_ua", "test_wa", "test_f1", "parameters",
+                                                 "search_seconds", "retrain_seconds")} for m in metrics],
+               **summarize_folds(metrics)}
+    write_json(run_dir / "summary.json", summary)
+    _write_results_csv(run_dir / "results.csv", metrics)
+    return run_dir, summary
+
+
+def _write_results_csv(path: Path, metrics: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    from .runs import atomic_write
+
+    columns = ("fold", "fold_name", "method", "test_ua", "test_wa", "test_f1", "val_ua", "selected_epoch",
+               "parameters", "search_seconds", "retrain_seconds")
+    frame = pd.DataFrame([{c: m.get(c) for c in columns} for m in metrics])
+    atomic_write(path, lambda h: frame.to_csv(h, index=False))

@@ -1,0 +1,226 @@
+"""Run one NAS strategy over ``SERSpace`` with the shared evaluator and export its architecture.
+
+One entry point, :func:`run_search`, for every registered strategy. One-shot strategies
+(DARTS, ENAS, ...) train a supernet in this process; multi-trial strategies (Random, ...)
+train one architecture per trial in subprocesses through NNI's manager and local training
+service, whose experiment folder is kept inside the run folder (``nni/``).
+
+Budgets. ``epochs`` is the one-shot supernet's training epochs; a multi-trial strategy gets
+``trials`` architectures of ``trial_epochs`` epochs each. :func:`equal_budget` sizes a
+multi-trial search to the same number of passes over the training data as a one-shot search
+(documented in docs/strategies.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+
+from ser_space import SERSpace, SpaceConfig, validate_architecture
+
+from . import compat
+from .evaluator import SERModule, TrainConfig, make_lightning
+from .oneshot import EpochValidation
+from .registry import get_strategy
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SearchConfig", "SearchResult", "run_search", "equal_budget"]
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How the architecture search runs (the strategy and its budget)."""
+
+    strategy: str = "darts"  # registry name: darts, enas, random, gumbel_darts, evolution, tpe
+    epochs: int = 50  # one-shot: supernet training epochs
+    arc_learning_rate: float = 3e-4  # DARTS architecture (alpha) Adam learning rate
+    gradient_clip: float | None = 5.0  # one-shot weight-step gradient clipping
+    warmup_epochs: int = 0  # one-shot epochs before architecture updates start
+    order: Literal["first", "second"] = "first"  # DARTS approximation order
+    genotype: Literal["best", "last"] = "last"  # one-shot: last epoch's architecture (DARTS) or best val UA (authors)
+    trials: int = 8  # multi-trial: architectures trained
+    trial_epochs: int = 5  # multi-trial: epochs per architecture
+    trial_concurrency: int = 1  # multi-trial: trials run at once
+    training_service: str = "local"  # multi-trial: NNI training service platform
+    port: int = 0  # multi-trial: NNI web UI port; 0 = a free port
+    seed: int = 2  # seeds weights, batch order, and sampling
+
+    def __post_init__(self) -> None:
+        get_strategy(self.strategy)
+        if self.epochs < 1 or self.trials < 1 or self.trial_epochs < 1:
+            raise ValueError("epochs, trials and trial_epochs must be >= 1")
+        if self.order not in ("first", "second"):
+            raise ValueError(f"order must be 'first' or 'second', got {self.order!r}")
+        if self.order == "second" and self.strategy != "darts":
+            raise ValueError("order='second' is only available for the darts strategy")
+        if self.genotype not in ("best", "last"):
+            raise ValueError(f"genotype must be 'best' or 'last', got {self.genotype!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown SearchConfig field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> SearchConfig:
+        return SearchConfig(**{**self.to_dict(), **changes})
+
+
+def equal_budget(config: SearchConfig, trial_epochs: int | None = None) -> SearchConfig:
+    """A multi-trial config with as many training passes as ``config.epochs`` one-shot epochs.
+
+    A DARTS epoch makes one weight pass over the training split and one architecture pass
+    over the validation split through a supernet that evaluates every candidate; counting
+    it as two passes, ``trials * trial_epochs ~= 2 * epochs``.
+    """
+    per_trial = trial_epochs or config.trial_epochs
+    return config.replace(trial_epochs=per_trial, trials=max(1, round(2 * config.epochs / per_trial)))
+
+
+@dataclass
+class SearchResult:
+    """What a search produced."""
+
+    strategy: str
+    architecture: dict[str, Any]  # {label: value}, validated against the space
+    history: list[dict[str, Any]] = field(default_factory=list)  # per epoch (one-shot) or per trial (multi)
+    seconds: float = 0.0  # wall-clock time of the search
+    experiment_id: str | None = None  # NNI experiment id (multi-trial)
+    experiment_dir: str | None = None  # NNI experiment working directory (multi-trial)
+    last_architecture: dict[str, Any] | None = None  # one-shot: the final epoch's architecture
+    best_architecture: dict[str, Any] | None = None  # one-shot: the best validation epoch's architecture
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _plain(sample: dict[str, Any]) -> dict[str, Any]:
+    def convert(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [convert(v) for v in value]
+        if hasattr(value, "item"):
+            return value.item()
+        return value
+
+    return {str(k): convert(v) for k, v in sample.items()}
+
+
+def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConfig, train_dataset: Any,
+               val_dataset: Any, workdir: str | Path, num_classes: int | None = None,
+               train_labels: list[int] | None = None, trainer_kwargs: dict[str, Any] | None = None) -> SearchResult:
+    """Search ``SERSpace(space_config)`` with ``search.strategy``; see the module docstring.
+
+    ``train`` gives the weight optimisation (optimizer, learning rates, batch size, device);
+    its ``max_epochs`` is replaced by the search budget.
+    """
+    from nni.nas.experiment import NasExperiment
+
+    compat.apply()
+    spec = get_strategy(search.strategy)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    num_classes = num_classes or space_config.num_classes
+    space = SERSpace(space_config.to_dict())
+    strategy = spec.build(search)
+    started = time.perf_counter()
+    pl.seed_everything(search.seed, workers=True)
+
+    if spec.kind == "oneshot":
+        config = train.replace(max_epochs=search.epochs, seed=search.seed)
+        module = SERModule.from_config(config, num_classes, train_labels)
+        # one loader for the callback, built like the evaluator's validation loader
+        from torch.utils.data import DataLoader
+
+        val_loader = DataLoader(val_dataset, batch_size=max(config.batch_size, 64), shuffle=False)
+        callback = EpochValidation(val_loader, module, fix_exported_path=spec.sampling,
+                                   differentiable=not spec.sampling)
+        evaluator = make_lightning(module, config, train_dataset, val_dataset, callbacks=[callback],
+                                   default_root_dir=str(workdir), gradient_clip_val=None,
+                                   **(trainer_kwargs or {}))
+        experiment = NasExperiment(space, evaluator, strategy)
+        experiment.config.experiment_working_directory = str((workdir / "nni").resolve())
+        experiment.run()
+        history = module.history
+        # the derivation recorded after the last epoch (for DARTS: without the zero op)
+        last = _plain(history[-1]["architecture"]) if history else \
+            _plain(experiment.export_top_models(formatter="dict")[0])
+        best = last
+        if history:
+            best_entry = max(history, key=lambda e: (e["val_ua"], -e["epoch"]))
+            best = _plain(best_entry["architecture"])
+        chosen = best if search.genotype == "best" else last
+        experiment.stop()
+        result = SearchResult(spec.name, validate_architecture(chosen, space_config), history,
+                              time.perf_counter() - started, last_architecture=last, best_architecture=best)
+    else:
+        config = train.replace(max_epochs=search.trial_epochs, seed=search.seed)
+        module = SERModule.from_config(config, num_classes, train_labels)
+        evaluator = make_lightning(module, config, train_dataset, val_dataset, **(trainer_kwargs or {}))
+        experiment = NasExperiment(space, evaluator, strategy)
+        experiment.config.max_trial_number = search.trials
+        experiment.config.trial_concurrency = search.trial_concurrency
+        experiment.config.training_service.platform = search.training_service
+        experiment.config.experiment_working_directory = str((workdir / "nni").resolve())
+        experiment.config.experiment_name = f"ser-nas {spec.name} {workdir.name}"
+        compat.configure_experiment(experiment, seed=search.seed)
+        port = search.port or _free_port()
+        experiment.run(port=port)
+        top = experiment.export_top_models(top_k=1, formatter="dict")
+        history = _trial_history(experiment)
+        experiment_id = experiment.id
+        experiment.stop()
+        if not top:
+            raise RuntimeError(f"{spec.name}: no trial finished; see the trial logs under "
+                               f"{workdir / 'nni' / experiment_id}")
+        result = SearchResult(spec.name, validate_architecture(_plain(top[0]), space_config), history,
+                              time.perf_counter() - started, experiment_id=experiment_id,
+                              experiment_dir=str(workdir / "nni" / experiment_id))
+    logger.info("%s search finished in %.1f s", spec.name, result.seconds)
+    return result
+
+
+def _trial_history(experiment: Any) -> list[dict[str, Any]]:
+    """One entry per finished trial: its architecture and final / intermediate metrics."""
+    history: list[dict[str, Any]] = []
+    try:
+        models = list(experiment.strategy.list_models(sort=False))  # every trained model
+    except Exception:  # pragma: no cover - defensive: history is informative only
+        return history
+    for index, model in enumerate(models):
+        metrics = getattr(model, "metrics", None)
+        final = getattr(metrics, "final", None)
+        intermediates = list(getattr(metrics, "intermediates", []) or [])
+        history.append({
+            "trial": index,
+            "architecture": _plain(dict(getattr(model, "sample", {}) or {})),
+            "final": _metric_value(final),
+            "intermediates": [_metric_value(v) for v in intermediates],
+            "status": str(getattr(model, "status", "")),
+        })
+    return history
+
+
+def _metric_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: float(v) for k, v in value.items()}
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
