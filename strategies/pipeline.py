@@ -223,7 +223,6 @@ def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold
     search_seconds = time.perf_counter() - started
     meta = {"method": config.method, "dataset": prepared.config.dataset, "fold": fold.index,
             "search_seconds": search_seconds}
-    architecture = export_architecture(sample, space, meta=meta)
     save_architecture(work / "architecture.json", sample, space, meta=meta)
     try:
         draw_cells(load_architecture(work / "architecture.json"), work / "cells.png")
@@ -254,7 +253,9 @@ def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold
     test = evaluate_model(model, test_loader, space.num_classes)  # the one and only look at the test fold
     plot_confusion(np.asarray(test["confusion_matrix"]), list(prepared.classes), work / "confusion.png",
                    title=f"{config.method}, fold {fold.index}: UA {test['ua']:.3f}")
-    save_model_bundle(work / "model.pt", model.state_dict(), architecture, list(prepared.classes),
+    # the bundle's architecture carries the retraining space config (affine BN, drop path)
+    save_model_bundle(work / "model.pt", model.state_dict(), export_architecture(sample, retrain_space, meta=meta),
+                      list(prepared.classes),
                       prepared.config.features.to_dict(), normalizer.to_dict())
     selected = next((e for e in history if e["epoch"] == selected_epoch), history[-1] if history else {})
     metrics = {

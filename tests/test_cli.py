@@ -1,0 +1,172 @@
+"""The ``ser-nas`` command end to end: data prepare on every corpus, search, retrain, evaluate, predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import miniature
+from conftest import EMODB_DEV
+from strategies.cli import main
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("corpus", sorted(miniature.MAKERS))
+def test_data_prepare_on_every_miniature_corpus(corpus: str, tmp_path: Path, capsys) -> None:
+    mini = miniature.make_corpus(corpus, tmp_path / corpus)
+    args = ["data", "prepare", "--dataset", corpus, "--root", str(mini.root), "--features", "small",
+            "--data-dir", str(tmp_path / "cache"), "--quiet"]
+    for key, value in mini.options.items():
+        args += ["--option", f"{key}={value}"]
+    if corpus in ("ravdess", "crema-d"):
+        args += ["--k", "2"]  # the miniatures have a handful of actors
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert f"dataset {corpus}: {mini.total} clips" in out
+    total_line = [line for line in out.splitlines() if line.startswith("total")][0]
+    assert int(total_line.split()[-1]) == mini.total
+    for emotion, count in mini.counts.items():
+        if count:
+            assert emotion in out
+
+
+def test_data_prepare_synthetic_default(capsys) -> None:
+    code, out, err = run_cli(capsys, "data", "prepare", "--quiet")
+    assert code == 0, err
+    assert "dataset synthetic: 320 clips, 8 speakers, classes ang, hap, neu, sad" in out
+    assert "folds: 8 (loso)" in out
+
+
+@pytest.mark.skipif(not EMODB_DEV.is_dir(), reason="../shared/data/emodb-dev (real EmoDB subset) is absent")
+def test_data_prepare_emodb_dev(tmp_path: Path, capsys) -> None:
+    code, out, err = run_cli(capsys, "data", "prepare", "--dataset", "emodb", "--root", str(EMODB_DEV),
+                             "--features", "small", "--data-dir", str(tmp_path), "--quiet")
+    assert code == 0, err
+    assert "dataset emodb: 304 clips, 6 speakers" in out
+    assert "folds: 6 (loso)" in out
+
+
+def test_missing_root_is_one_line_error(tmp_path: Path, capsys) -> None:
+    code, out, err = run_cli(capsys, "data", "prepare", "--dataset", "emodb", "--root", str(tmp_path / "nope"),
+                             "--data-dir", str(tmp_path / "cache"))
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "nope" in lines[0]
+    assert "Traceback" not in err
+
+
+def test_dataset_needs_root(capsys) -> None:
+    code, _, err = run_cli(capsys, "data", "prepare", "--dataset", "iemocap")
+    assert code == 2
+    assert "needs --root" in err
+
+
+def test_unknown_strategy_is_one_line_error(capsys) -> None:
+    code, _, err = run_cli(capsys, "search", "--strategy", "nope")
+    assert code == 2
+    assert "unknown strategy 'nope'" in err
+
+
+def test_missing_run_folder_errors(tmp_path: Path, capsys) -> None:
+    for argv in (("evaluate", str(tmp_path / "missing")), ("predict", str(tmp_path / "missing"), str(tmp_path)),
+                 ("search", "--resume", str(tmp_path))):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2, argv
+        assert err.strip().startswith("error:") and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def baseline_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short baseline run (no search): retrain 2 epochs, test once."""
+    out = tmp_path_factory.mktemp("runs")
+    code = main(["search", "--baseline", "cnn_lstm", "--retrain-max-epochs", "2", "--output", str(out), "--quiet"])
+    assert code == 0
+    (run,) = list(out.iterdir())
+    return run
+
+
+@pytest.mark.slow
+def test_run_folder_contents(baseline_run: Path) -> None:
+    for name in ("config.json", "versions.json", "summary.json", "results.csv"):
+        assert (baseline_run / name).is_file(), name
+    fold = baseline_run / "fold-0"
+    for name in ("architecture.json", "cells.png", "model.pt", "metrics.json", "confusion.png", "retrain.csv",
+                 "retrain.png"):
+        assert (fold / name).is_file(), name
+    metrics = json.loads((fold / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_ua"] <= 1.0 and 0.0 <= metrics["test_wa"] <= 1.0
+    assert sum(map(sum, metrics["confusion_matrix"])) == metrics["test_utterances"] == 40
+    versions = json.loads((baseline_run / "versions.json").read_text())
+    assert versions["nni"] == "3.0" and versions["torch"]
+    assert len(pd.read_csv(fold / "retrain.csv")) == 2
+    assert not list(baseline_run.glob(".fold-*"))  # no partial folder left
+
+
+@pytest.mark.slow
+def test_evaluate_reproduces_recorded_metrics(baseline_run: Path, capsys) -> None:
+    code, out, err = run_cli(capsys, "evaluate", str(baseline_run))
+    assert code == 0, err
+    recorded = json.loads((baseline_run / "fold-0" / "metrics.json").read_text())["test_ua"]
+    assert f"test UA {recorded:.4f}" in out
+
+
+@pytest.mark.slow
+def test_predict_csv_and_bad_audio(baseline_run: Path, tmp_path: Path, capsys) -> None:
+    from strategies.data.synthetic import load_synthetic_manifest
+
+    wavs = load_synthetic_manifest()["path"].tolist()[:3]
+    out_csv = tmp_path / "pred.csv"
+    code, out, err = run_cli(capsys, "predict", str(baseline_run), *wavs, "--output", str(out_csv))
+    assert code == 0, err
+    table = pd.read_csv(out_csv)
+    assert len(table) == 3 and set(table["emotion"]) <= {"ang", "hap", "neu", "sad"}
+    probs = table[[c for c in table.columns if c.startswith("p_")]].sum(axis=1)
+    assert ((probs - 1).abs() < 1e-5).all()
+
+    bad = tmp_path / "broken.wav"
+    bad.write_text("this is not audio")
+    code, _, err = run_cli(capsys, "predict", str(baseline_run), str(bad))
+    assert code == 2 and "broken.wav" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_retrain_rejects_architecture_of_another_space(baseline_run: Path, tmp_path: Path, capsys) -> None:
+    arch = baseline_run / "fold-0" / "architecture.json"
+    code, _, err = run_cli(capsys, "retrain", str(arch), "--space", "small", "--output", str(tmp_path))
+    assert code == 2
+    assert "architecture.json" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_resume_skips_finished_folds(baseline_run: Path, capsys) -> None:
+    before = (baseline_run / "fold-0" / "metrics.json").stat().st_mtime_ns
+    code, out, err = run_cli(capsys, "search", "--resume", str(baseline_run))
+    assert code == 0, err
+    assert (baseline_run / "fold-0" / "metrics.json").stat().st_mtime_ns == before
+    assert "baseline-cnn_lstm on synthetic" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["darts", "enas", "random"])
+def test_search_command_prints_test_figures(strategy: str, tmp_path: Path, capsys) -> None:
+    code, out, err = run_cli(capsys, "search", "--strategy", strategy, "--epochs", "1", "--trials", "2",
+                             "--trial-epochs", "1", "--retrain-max-epochs", "1", "--output", str(tmp_path),
+                             "--quiet", *(["--no-webui"] if "--no-webui" in _search_flags() else []))
+    assert code == 0, err
+    assert f"{strategy} on synthetic (1 fold(s)): test UA" in out
+
+
+def _search_flags() -> str:
+    from strategies.cli import build_parser
+
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices["search"]  # type: ignore[union-attr]
+    return sub.format_help()
