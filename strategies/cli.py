@@ -24,12 +24,30 @@ SPACE_PRESETS = ("tiny", "small", "paper")
 FEATURE_PRESETS = ("small", "default", "compat")
 
 
+class _NotFromNNI(logging.Filter):
+    """NNI prints its own records through its own handler: keep them off ours (no duplicates)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "nni" or record.name.startswith("nni."))
+
+
+class _DropNNINoise(logging.Filter):
+    """A warning NNI 3.0 emits three times per one-shot run about a setting it then ignores."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "will be ignored for sequential execution engine" not in record.getMessage()
+
+
 def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname).1s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr, force=True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_NotFromNNI())
     for noisy in ("nni", "pytorch_lightning", "lightning", "lightning_fabric", "numba", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    for name in ("nni.nas.experiment.config.experiment", "nni.nas.experiment.config"):
+        logging.getLogger(name).addFilter(_DropNNINoise())
 
 
 def _space_preset(name: str) -> Any:
@@ -135,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     view = sub.add_parser("view", help="open a finished run's NNI experiment(s) in the NNI web UI")
     view.add_argument("run", help="run folder or NNI experiment folder")
-    view.add_argument("--port", type=int, default=8080)
+    view.add_argument("--port", type=int, default=8080, help="web UI port (0: a free port)")
+    view.add_argument("--experiment", default=None, metavar="ID",
+                      help="which NNI experiment of the run to open (default: the first listed)")
     view.add_argument("--timeout", type=float, default=None,
                       help="stop the web UI after this many seconds (default: until Ctrl-C)")
     view.add_argument("--verbose", action="store_true")
@@ -187,10 +207,15 @@ def _folds(text: str) -> tuple[int, ...] | None:
 
 
 def _run_config(args: argparse.Namespace, search: bool = True) -> Any:
+    import dataclasses
+
     from .pipeline import RunConfig
     from .runs import read_json
 
     base = RunConfig.from_dict(read_json(args.config)) if args.config else RunConfig()
+    if not args.config and search:
+        # the CLI shows one-shot searches in the NNI web UI unless --no-webui (the library default is off)
+        base = dataclasses.replace(base, search=base.search.replace(webui=True))
     space = _space_preset(args.space) if not args.config or args.space != "tiny" else base.space
     if args.seq_op_set:
         space = space.with_seq_op_set(args.seq_op_set)
@@ -207,8 +232,6 @@ def _run_config(args: argparse.Namespace, search: bool = True) -> Any:
         changes["baseline"] = args.baseline
     else:
         changes["architecture"] = str(Path(args.architecture).resolve())
-    import dataclasses
-
     return dataclasses.replace(base, **changes)
 
 
@@ -278,9 +301,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
-    from .webui import view
+    from .webui import describe, view
 
-    view(args.run, port=args.port, timeout=args.timeout)
+    def announce(server: Any, experiments: list[Path]) -> None:
+        if len(experiments) > 1:
+            print(f"{len(experiments)} NNI experiments here (open another with --experiment ID):")
+            for folder in experiments:
+                info = describe(folder)
+                mark = "*" if folder == server.experiment_dir else " "
+                print(f" {mark} {info['id']}  {info['name'] or ''}")
+        print(f"NNI web UI for experiment {server.experiment_id}: {server.url}  (Ctrl-C stops it)", flush=True)
+
+    view(args.run, port=args.port, timeout=args.timeout, experiment=args.experiment, on_ready=announce)
     return 0
 
 

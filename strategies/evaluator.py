@@ -227,10 +227,15 @@ class SERModule(LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = self.loss(self(x), y)
-        self._train_loss.append(float(loss.detach()))
-        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(y))
-        return loss
+        return self.loss(self(x), y)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Recorded here, not in training_step: DARTS also calls training_step for its
+        # architecture steps (on validation batches); this hook sees the weight step only.
+        # (Not logged through Lightning: batches of one-shot strategies have their own structures.)
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            self._train_loss.append(float(loss.detach()))
 
     # -- validation
     def on_validation_epoch_start(self) -> None:

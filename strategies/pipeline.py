@@ -229,9 +229,13 @@ def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold
     except Exception as error:  # a picture must never fail a run
         logger.warning("could not draw the cells: %s", error)
     if search is not None:
+        experiment_dir = search.experiment_dir
+        if experiment_dir and Path(experiment_dir).resolve().is_relative_to(work.resolve()):
+            # where it will be once this fold's folder is renamed into place
+            experiment_dir = str(final.resolve() / Path(experiment_dir).resolve().relative_to(work.resolve()))
         write_json(work / "search.json", {"strategy": search.strategy, "seconds": search.seconds,
                                           "history": search.history, "experiment_id": search.experiment_id,
-                                          "experiment_dir": search.experiment_dir,
+                                          "experiment_dir": experiment_dir,
                                           "last_architecture": search.last_architecture,
                                           "best_architecture": search.best_architecture})
 

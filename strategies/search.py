@@ -3,7 +3,9 @@
 One entry point, :func:`run_search`, for every registered strategy. One-shot strategies
 (DARTS, ENAS, ...) train a supernet in this process; multi-trial strategies (Random, ...)
 train one architecture per trial in subprocesses through NNI's manager and local training
-service, whose experiment folder is kept inside the run folder (``nni/``).
+service, whose experiment folder is kept inside the run folder (``nni/``). With
+``SearchConfig.webui`` a one-shot search runs as the single trial of an NNI experiment, so it
+appears in the NNI web UI with per-epoch curves (:mod:`strategies.webui`, docs/webui.md).
 
 Budgets. ``epochs`` is the one-shot supernet's training epochs; a multi-trial strategy gets
 ``trials`` architectures of ``trial_epochs`` epochs each. :func:`equal_budget` sizes a
@@ -28,6 +30,7 @@ from . import compat
 from .evaluator import SERModule, TrainConfig, make_lightning
 from .oneshot import EpochValidation
 from .registry import get_strategy
+from .trial_job import epoch_reporter
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +52,8 @@ class SearchConfig:
     trial_epochs: int = 5  # multi-trial: epochs per architecture
     trial_concurrency: int = 1  # multi-trial: trials run at once
     training_service: str = "local"  # multi-trial: NNI training service platform
-    port: int = 0  # multi-trial: NNI web UI port; 0 = a free port
+    port: int = 0  # NNI web UI port; 0 = a free port
+    webui: bool = False  # one-shot: run the search as a trial of an NNI experiment, shown in the web UI (CLI: on)
     seed: int = 2  # seeds weights, batch order, and sampling
 
     def __post_init__(self) -> None:
@@ -97,8 +101,8 @@ class SearchResult:
     architecture: dict[str, Any]  # {label: value}, validated against the space
     history: list[dict[str, Any]] = field(default_factory=list)  # per epoch (one-shot) or per trial (multi)
     seconds: float = 0.0  # wall-clock time of the search
-    experiment_id: str | None = None  # NNI experiment id (multi-trial)
-    experiment_dir: str | None = None  # NNI experiment working directory (multi-trial)
+    experiment_id: str | None = None  # NNI experiment id (multi-trial, or one-shot with webui)
+    experiment_dir: str | None = None  # NNI experiment folder (multi-trial, or one-shot with webui)
     last_architecture: dict[str, Any] | None = None  # one-shot: the final epoch's architecture
     best_architecture: dict[str, Any] | None = None  # one-shot: the best validation epoch's architecture
 
@@ -134,11 +138,16 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
     spec = get_strategy(search.strategy)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    if search.webui and spec.kind == "oneshot":
+        result = _run_as_trial(space_config, search, train, train_dataset, val_dataset, workdir, num_classes,
+                               train_labels, trainer_kwargs)
+        if result is not None:
+            return result
     num_classes = num_classes or space_config.num_classes
+    started = time.perf_counter()
+    pl.seed_everything(search.seed, workers=True)  # before the space: its weights are initialised now
     space = SERSpace(space_config.to_dict())
     strategy = spec.build(search)
-    started = time.perf_counter()
-    pl.seed_everything(search.seed, workers=True)
 
     if spec.kind == "oneshot":
         config = train.replace(max_epochs=search.epochs, seed=search.seed)
@@ -149,7 +158,11 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
         val_loader = DataLoader(val_dataset, batch_size=max(config.batch_size, 64), shuffle=False)
         callback = EpochValidation(val_loader, module, fix_exported_path=spec.sampling,
                                    differentiable=not spec.sampling)
-        evaluator = make_lightning(module, config, train_dataset, val_dataset, callbacks=[callback],
+        callbacks = [callback]
+        reporter = epoch_reporter(module)  # inside a web UI trial: per-epoch results to the NNI manager
+        if reporter is not None:
+            callbacks.append(reporter)
+        evaluator = make_lightning(module, config, train_dataset, val_dataset, callbacks=callbacks,
                                    default_root_dir=str(workdir), gradient_clip_val=None,
                                    **(trainer_kwargs or {}))
         experiment = NasExperiment(space, evaluator, strategy)
@@ -179,6 +192,8 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
         experiment.config.experiment_name = f"ser-nas {spec.name} {workdir.name}"
         compat.configure_experiment(experiment, seed=search.seed)
         port = search.port or _free_port()
+        logger.info("NNI web UI: http://127.0.0.1:%d  (experiment %s, %d trial(s))", port, experiment.id,
+                    search.trials)
         experiment.run(port=port)
         top = experiment.export_top_models(top_k=1, formatter="dict")
         history = _trial_history(experiment)
@@ -191,6 +206,32 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
                               time.perf_counter() - started, experiment_id=experiment_id,
                               experiment_dir=str(workdir / "nni" / experiment_id))
     logger.info("%s search finished in %.1f s", spec.name, result.seconds)
+    return result
+
+
+def _run_as_trial(space_config: SpaceConfig, search: SearchConfig, train: TrainConfig, train_dataset: Any,
+                  val_dataset: Any, workdir: Path, num_classes: int | None, train_labels: list[int] | None,
+                  trainer_kwargs: dict[str, Any] | None) -> SearchResult | None:
+    """A one-shot search run as the single trial of an NNI experiment (see strategies.webui).
+
+    None when the datasets or trainer options cannot be shipped to a trial as plain values
+    (the caller then searches in this process, outside the web UI).
+    """
+    from .trial_job import search_job
+    from .webui import run_jobs_as_trials
+
+    job = search_job(space_config, search, train, train_dataset, val_dataset, workdir / "trial", num_classes,
+                     train_labels, trainer_kwargs)
+    if job is None:
+        logger.warning("webui: the datasets are not FeatureDatasets (or trainer options are not plain "
+                       "values); searching in this process, outside the NNI web UI")
+        return None
+    job["id"] = search.strategy
+    name = f"ser-nas {search.strategy} {workdir.resolve()}"
+    outcome = run_jobs_as_trials([job], workdir, port=search.port, experiment_name=name)[0]
+    result = SearchResult(**outcome["result"])
+    result.experiment_id = outcome["experiment_id"]
+    result.experiment_dir = outcome["experiment_dir"]
     return result
 
 

@@ -1,0 +1,206 @@
+"""One job of :func:`strategies.webui.run_jobs_as_trials`, run inside an NNI trial.
+
+NNI's training service starts ``python -m strategies.compat -m strategies.trial_job JOBS_DIR``;
+the trial asks the tuner for its job id (``nni.get_next_parameter()["job"]``), reads the
+spec ``JOBS_DIR/<id>.json``, runs it and writes ``JOBS_DIR/<id>.result.json`` atomically: ``{"job", "trial_id",
+"experiment_id", "result"}``.
+
+Job kinds
+---------
+``search``
+    A one-shot architecture search (:func:`strategies.search.run_search`, in this process)
+    from plain values: the space, search and training configs as dicts, and each dataset as
+    the arguments of :class:`~strategies.data.dataset.FeatureDataset`. Each validation epoch
+    is reported to the NNI manager as an intermediate result and the epoch of the exported
+    architecture (``genotype``: best or last validation UA) as the final result, in the
+    shared evaluator's format (``default`` = UA, ``val_wa``, ``val_f1``, ``val_loss``). The
+    result file holds the :class:`~strategies.search.SearchResult`.
+
+Why the reports do not go through ``nni.report_*_result``: NNI 3.0 runs a one-shot strategy
+in its sequential execution engine, which swaps in its own trial command channel for the
+duration of the search, so the evaluator's reports land in NNI's in-process model record
+and never reach the manager. :class:`TrialReporter` keeps the trial's real channel (taken
+before the search starts) and sends to it directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["search_job", "dataset_spec", "run_job", "main", "TrialReporter", "epoch_reporter"]
+
+JOB_FORMAT = 1
+
+
+class TrialReporter:
+    """Sends metrics of this NNI trial to the NNI manager over the trial's own command channel."""
+
+    def __init__(self) -> None:
+        import nni
+        from nni.runtime.env_vars import trial_env_vars
+        from nni.runtime.trial_command_channel import get_default_trial_command_channel
+
+        self.channel = get_default_trial_command_channel()
+        self.parameter_id = (nni.trial._params or {}).get("parameter_id")
+        self.trial_job_id = trial_env_vars.NNI_TRIAL_JOB_ID
+        self.sequence = 0
+
+    def intermediate(self, entry: dict[str, Any]) -> None:
+        """Report one validation epoch (a history entry of the shared evaluator)."""
+        self._send("PERIODICAL", entry, self.sequence)
+        self.sequence += 1
+
+    def final(self, entry: dict[str, Any]) -> None:
+        """Report the final result (the history entry of the exported architecture)."""
+        self._send("FINAL", entry, 0)
+
+    def _send(self, kind: str, entry: dict[str, Any], sequence: int) -> None:
+        from .evaluator import _nni_metric
+
+        self.channel.send_metric(type=kind, parameter_id=self.parameter_id, trial_job_id=self.trial_job_id,
+                                 sequence=sequence, value=_nni_metric(entry))
+
+
+#: Set by :func:`main` while a job runs in an NNI trial.
+_reporter: TrialReporter | None = None
+
+
+def epoch_reporter(module: Any) -> Any | None:
+    """A Lightning callback reporting ``module``'s newest validation epoch to NNI, or None outside a job trial.
+
+    Added after :class:`~strategies.oneshot.EpochValidation`, so the epoch is recorded when it runs.
+    """
+    if _reporter is None:
+        return None
+    import pytorch_lightning as pl
+
+    reporter = _reporter
+
+    class _ReportEpoch(pl.Callback):
+        reported = 0
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            for entry in module.history[self.reported:]:
+                reporter.intermediate(entry)
+            self.reported = len(module.history)
+
+    return _ReportEpoch()
+
+
+def dataset_spec(dataset: Any) -> dict[str, Any] | None:
+    """``FeatureDataset`` arguments as plain values, or None for any other dataset."""
+    from .data.dataset import FeatureDataset
+
+    if not isinstance(dataset, FeatureDataset):
+        return None
+    return {
+        "features_path": str(Path(dataset.features_path).resolve()),
+        "rows": [int(r) for r in dataset.rows],
+        "labels": [int(y) for y in dataset.labels.tolist()],
+        "mean": None if dataset.mean is None else [float(v) for v in dataset.mean],
+        "std": None if dataset.std is None else [float(v) for v in dataset.std],
+    }
+
+
+def search_job(space_config: Any, search: Any, train: Any, train_dataset: Any, val_dataset: Any,
+               workdir: str | Path, num_classes: int | None, train_labels: list[int] | None,
+               trainer_kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The job spec of a search, or None when its datasets or trainer options are not plain values."""
+    datasets = {"train": dataset_spec(train_dataset), "val": dataset_spec(val_dataset)}
+    if any(spec is None for spec in datasets.values()):
+        return None
+    job = {
+        "format": JOB_FORMAT,
+        "kind": "search",
+        "space": space_config.to_dict(),
+        "search": search.replace(webui=False).to_dict(),
+        "train": train.to_dict(),
+        "datasets": datasets,
+        "workdir": str(Path(workdir).resolve()),
+        "num_classes": num_classes,
+        "train_labels": None if train_labels is None else [int(y) for y in train_labels],
+        "trainer_kwargs": dict(trainer_kwargs or {}),
+    }
+    try:
+        json.dumps(job)
+    except (TypeError, ValueError):
+        return None
+    return job
+
+
+def _run_search(job: dict[str, Any]) -> dict[str, Any]:
+    from ser_space import SpaceConfig
+
+    from .data.dataset import FeatureDataset
+    from .evaluator import TrainConfig
+    from .search import SearchConfig, run_search
+
+    datasets = {part: FeatureDataset(**args) for part, args in job["datasets"].items()}
+    search = SearchConfig.from_dict(job["search"])
+    result = run_search(SpaceConfig.from_dict(job["space"]), search,
+                        TrainConfig.from_dict(job["train"]), datasets["train"], datasets["val"],
+                        job["workdir"], num_classes=job.get("num_classes"), train_labels=job.get("train_labels"),
+                        trainer_kwargs=job.get("trainer_kwargs") or None)
+    if _reporter is not None and result.history:
+        final = max(result.history, key=lambda e: (_ua(e), -e["epoch"])) if search.genotype == "best" \
+            else result.history[-1]
+        _reporter.final(final)
+    return asdict(result)
+
+
+def _ua(entry: dict[str, Any]) -> float:
+    value = entry.get("val_ua")
+    return float("-inf") if value is None or value != value else float(value)
+
+
+_KINDS = {"search": _run_search}
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Run one job spec in this process and return its result (plain values)."""
+    if job.get("format", JOB_FORMAT) != JOB_FORMAT:
+        raise ValueError(f"job {job.get('id')}: unsupported job format {job.get('format')!r}")
+    kind = job.get("kind")
+    if kind not in _KINDS:
+        raise ValueError(f"job {job.get('id')}: unknown kind {kind!r}; known: {', '.join(_KINDS)}")
+    return _KINDS[kind](job)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Trial entry point: ``python -m strategies.compat -m strategies.trial_job JOBS_DIR``."""
+    import nni
+
+    from .runs import read_json, write_json
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m strategies.compat -m strategies.trial_job JOBS_DIR")
+    jobs_dir = Path(argv[0])
+    params = nni.get_next_parameter()
+    if not params or "job" not in params:
+        raise SystemExit(f"no job id from the NNI tuner (got {params!r}); run this module only as an NNI trial")
+    job_id = str(params["job"])
+    logger.info("NNI trial %s: job %s", nni.get_trial_id(), job_id)
+    global _reporter
+    _reporter = TrialReporter()
+    try:
+        result = run_job(read_json(jobs_dir / f"{job_id}.json"))
+    finally:
+        _reporter = None
+    write_json(jobs_dir / f"{job_id}.result.json", {"job": job_id, "trial_id": nni.get_trial_id(),
+                                                    "experiment_id": nni.get_experiment_id(), "result": result})
+    return 0
+
+
+if __name__ == "__main__":
+    # run the importable module's main, so that the reporter it sets is the one strategies.search sees
+    from strategies.trial_job import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,329 @@
+"""Runs in the NNI web UI: one-shot searches as trials of an NNI experiment, and ``view``.
+
+NNI 3.0 runs one-shot strategies (DARTS, ENAS) in the calling process with no NNI manager,
+so they never appear in the web UI. :func:`run_jobs_as_trials` wraps such work in a plain
+NNI HPO experiment: its search space is one choice over job ids, GridSearch hands each id
+to one trial, and the trial (:mod:`strategies.trial_job`) runs the job in a fresh process
+started by NNI's local training service. The shared evaluator reports every validation
+epoch as an intermediate result (``default`` = validation UA) and the selected epoch as the
+final result, so the trial shows per-epoch curves like any multi-trial run.
+
+:func:`view` reopens finished experiments. NNI's own ``nnictl view`` / ``Experiment.view``
+load the stored config into the experiment class it was created with, and a NAS experiment's
+config class rejects its own stored ``search_space`` ("search_space field can not be
+customized in NAS experiment"). In view mode the NNI manager reads the experiment profile
+from the experiment's database and ignores the posted config, so :class:`ViewServer` starts
+the manager through ``nni.experiment.launcher`` with a plain placeholder config; this works
+for NAS and HPO experiments alike and needs no entry in NNI's experiment manifest.
+
+The NNI manager listens on every interface (NNI's choice, not configurable); the URLs we
+print and query are loopback (``127.0.0.1``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import shlex
+import socket
+import sys
+import time
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any
+
+from .runs import RunError, read_json, write_json
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["run_jobs_as_trials", "find_experiments", "ViewServer", "view", "describe", "free_port",
+           "TRIAL_JOB_MODULE"]
+
+#: Module run by every wrapper trial (through :mod:`strategies.compat`, so NNI fixes apply).
+TRIAL_JOB_MODULE = "strategies.trial_job"
+
+_FAILED = ("FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
+_POLL_SECONDS = 1.0
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _trial_log(experiment_dir: Path, trial_id: str) -> tuple[Path, str]:
+    """The trial's log file (or folder) and the last line of its stderr (the error, usually)."""
+    for folder in sorted(experiment_dir.glob(f"**/trials/{trial_id}")):
+        log = folder / "trial.log"
+        last = ""
+        try:
+            lines = [line.strip() for line in (folder / "trial.stderr").read_text(errors="replace").splitlines()]
+            last = next((line for line in reversed(lines) if line), "")
+        except OSError:
+            pass
+        return (log if log.exists() else folder), last
+    return experiment_dir / "trials" / trial_id, ""
+
+
+# ----------------------------------------------------------------------------- jobs as trials
+
+def run_jobs_as_trials(jobs: list[dict[str, Any]], workdir: str | Path, port: int = 0,
+                       experiment_name: str = "ser-nas", concurrency: int = 1) -> list[dict[str, Any]]:
+    """Run each job as one trial of an NNI experiment (shown in the web UI); return their results.
+
+    Parameters
+    ----------
+    jobs : list of dict
+        JSON-serialisable job specs for :mod:`strategies.trial_job`, each with a ``kind`` and
+        optionally an ``id`` (default ``job-<index>``; ids must be unique).
+    workdir : path
+        Where the job specs and results (``jobs/``) and the NNI experiment folder
+        (``nni/<experiment id>/``) are written.
+    port : int
+        Web UI port; 0 picks a free one.
+    experiment_name : str
+        Name shown in the web UI.
+    concurrency : int
+        Trials run at once.
+
+    Returns
+    -------
+    list of dict
+        One per job, in the order of ``jobs``: ``{"job", "trial_id", "experiment_id",
+        "experiment_dir", "result"}``, ``result`` being what the job returned.
+
+    Raises
+    ------
+    RuntimeError
+        A trial failed (the message names its log) or a trial wrote no result.
+    """
+    from nni.experiment import Experiment
+
+    if not jobs:
+        return []
+    workdir = Path(workdir).resolve()
+    jobs_dir = workdir / "jobs"
+    ids = [str(job.get("id", f"job-{i}")) for i, job in enumerate(jobs)]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"job ids must be unique, got {ids}")
+    for job_id, job in zip(ids, jobs):
+        write_json(jobs_dir / f"{job_id}.json", {**job, "id": job_id})
+        (jobs_dir / f"{job_id}.result.json").unlink(missing_ok=True)
+
+    experiment = Experiment("local")
+    config = experiment.config
+    config.experiment_name = experiment_name
+    config.search_space = {"job": {"_type": "choice", "_value": ids}}
+    config.tuner.name = "GridSearch"
+    config.max_trial_number = len(jobs)
+    config.trial_concurrency = max(1, int(concurrency))
+    config.trial_code_directory = str(workdir)
+    config.trial_command = (f"{shlex.quote(sys.executable)} -m strategies.compat -m {TRIAL_JOB_MODULE} "
+                            f"{shlex.quote(str(jobs_dir))}")
+    config.experiment_working_directory = str(workdir / "nni")
+    config.training_service.use_active_gpu = True  # a GPU busy with the main process is still usable
+    experiment_dir = workdir / "nni" / experiment.id
+    port = port or free_port()
+    logger.info("NNI web UI: http://127.0.0.1:%d  (experiment %s, %d trial(s))", port, experiment.id, len(jobs))
+    try:
+        experiment.start(port=port)
+        _wait(experiment, experiment_dir, len(jobs))
+    finally:
+        experiment.stop()
+    results = []
+    for job_id in ids:
+        path = jobs_dir / f"{job_id}.result.json"
+        if not path.is_file():
+            raise RuntimeError(f"job {job_id} wrote no result ({path}); see the trial logs under {experiment_dir}")
+        results.append({**read_json(path), "experiment_dir": str(experiment_dir)})
+    return results
+
+
+def _wait(experiment: Any, experiment_dir: Path, expected: int) -> None:
+    """Poll until every trial finished; a failed trial raises with its log path."""
+    while True:
+        trials = experiment.list_trial_jobs()
+        for trial in trials:
+            if trial.status in _FAILED:
+                log, error = _trial_log(experiment_dir, trial.trialJobId)
+                raise RuntimeError(f"NNI trial {trial.trialJobId} {trial.status}"
+                                   f"{': ' + error[:300] if error else ''}; see {log}")
+        status = experiment.get_status()
+        succeeded = sum(t.status == "SUCCEEDED" for t in trials)
+        if succeeded >= expected:
+            return
+        if status in ("DONE", "STOPPED", "ERROR") and succeeded < expected:
+            raise RuntimeError(f"NNI experiment {experiment.id} ended ({status}) with {succeeded} of {expected} "
+                               f"trial(s) finished; see {experiment_dir / 'log'}")
+        time.sleep(_POLL_SECONDS)
+
+
+# ----------------------------------------------------------------------------- view
+
+def find_experiments(path: str | Path) -> list[Path]:
+    """NNI experiment folders (those with ``db/nni.sqlite``) at or under ``path``, sorted.
+
+    Raises
+    ------
+    RunError
+        ``path`` does not exist, or holds no NNI experiment.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise RunError(f"{path}: no such run folder")
+    if (path / "db" / "nni.sqlite").is_file():
+        return [path.resolve()]
+    if not path.is_dir():
+        raise RunError(f"{path}: not a run folder or NNI experiment folder")
+    found = sorted({db.parent.parent.resolve() for db in path.glob("**/db/nni.sqlite")})
+    if not found:
+        raise RunError(f"{path}: no NNI experiment here (run with the web UI on, or a multi-trial strategy)")
+    return found
+
+
+def _select(experiments: list[Path], experiment: str | None, path: str | Path) -> Path:
+    if experiment is None:
+        return experiments[0]
+    for folder in experiments:
+        if folder.name == experiment:
+            return folder
+    ids = ", ".join(f.name for f in experiments)
+    raise RunError(f"{path}: no NNI experiment {experiment!r}; found {ids}")
+
+
+class ViewServer:
+    """The NNI manager serving one finished experiment read-only (web UI and REST API).
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(self, experiment_dir: str | Path, port: int = 8080) -> None:
+        self.experiment_dir = Path(experiment_dir).resolve()
+        self.experiment_id = self.experiment_dir.name
+        self.port = int(port) or free_port()
+        self._proc: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ViewServer:
+        from nni.experiment import ExperimentConfig, RunMode, launcher
+
+        # a placeholder: in view mode the manager reads the stored profile, not this config
+        config = ExperimentConfig("local")
+        config.experiment_name = f"view {self.experiment_id}"
+        config.search_space = {}
+        config.trial_command = "true"
+        config.trial_concurrency = 1
+        config.tuner.name = "Random"
+        config.experiment_working_directory = str(self.experiment_dir.parent)
+        try:
+            self._proc = launcher.start_experiment("view", self.experiment_id, config.canonical_copy(), self.port,
+                                                   False, RunMode.Detach, None)
+        except Exception as error:
+            self._proc = None
+            raise RunError(f"{self.experiment_dir}: could not start the NNI web UI on port {self.port}: "
+                           f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from error
+        atexit.register(self.stop)  # never leave a manager behind, even if the caller forgets
+        logger.info("NNI web UI for experiment %s (view): %s", self.experiment_id, self.url)
+        return self
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self) -> None:
+        """Stop the NNI manager (gracefully through its REST API, killed if that fails)."""
+        atexit.unregister(self.stop)
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        from nni.experiment import rest
+
+        try:
+            if proc.poll() is None:
+                rest.delete(self.port, "/experiment")
+            proc.wait(timeout=20)
+        except Exception as error:  # a manager that does not stop is killed
+            logger.warning("NNI manager did not stop gracefully (%s); killing it", error)
+            proc.kill()
+            proc.wait(timeout=10)
+        _forget(self.experiment_id)
+
+    def __enter__(self) -> ViewServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def _forget(experiment_id: str) -> None:
+    """Mark the viewed experiment stopped in NNI's manifest (as ``Experiment.stop`` does)."""
+    try:
+        from nni.tools.nnictl.config_utils import Experiments
+
+        experiments = Experiments()
+        if experiment_id in experiments.get_all_experiments():
+            experiments.update_experiment(experiment_id, "status", "STOPPED")
+    except Exception as error:  # pragma: no cover - the manifest is informative only
+        logger.debug("could not update NNI's experiment manifest: %s", error)
+
+
+def view(path: str | Path, port: int = 8080, timeout: float | None = None, experiment: str | None = None,
+         on_ready: Callable[[ViewServer, list[Path]], None] | None = None) -> Path:
+    """Serve a finished run's NNI experiment in the web UI until Ctrl-C or ``timeout`` seconds.
+
+    Parameters
+    ----------
+    path : path
+        A run folder (its experiments are found under it, e.g. ``fold-0/search/nni/<id>/``)
+        or one NNI experiment folder.
+    port : int
+        Web UI port; 0 picks a free one.
+    timeout : float, optional
+        Stop after this many seconds; None serves until Ctrl-C.
+    experiment : str, optional
+        Which experiment id to serve when there are several (default: the first, sorted by path).
+    on_ready : callable, optional
+        Called with the running :class:`ViewServer` and every experiment folder found (the
+        CLI prints the URL and the list).
+
+    Returns
+    -------
+    Path
+        The experiment folder served.
+    """
+    experiments = find_experiments(path)
+    chosen = _select(experiments, experiment, path)
+    with ViewServer(chosen, port) as server:
+        logger.debug("serving %s at %s", chosen, server.url)
+        if on_ready is not None:
+            on_ready(server, experiments)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                if not server.running():
+                    raise RunError(f"{chosen}: the NNI manager exited; see {chosen / 'log'}")
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            logger.info("stopping the NNI web UI")
+    return chosen
+
+
+def describe(experiment_dir: str | Path) -> dict[str, Any]:
+    """Id, name and folder of an NNI experiment, read from its stored profile when possible."""
+    folder = Path(experiment_dir)
+    info: dict[str, Any] = {"id": folder.name, "dir": str(folder), "name": None}
+    try:
+        import sqlite3
+
+        with sqlite3.connect(f"file:{folder / 'db' / 'nni.sqlite'}?mode=ro", uri=True) as db:
+            row = db.execute("SELECT params FROM ExperimentProfile ORDER BY revision DESC LIMIT 1").fetchone()
+        if row:
+            info["name"] = json.loads(row[0]).get("experimentName")
+    except Exception:  # pragma: no cover - the name is informative only
+        pass
+    return info
