@@ -249,14 +249,14 @@ def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold
                                                  space.num_classes, trainer_kwargs)
     retrain_seconds = time.perf_counter() - started
     _write_history_csv(work / "retrain.csv", history)
-    plot_history(history, work / "retrain.png", title=f"retrain, fold {fold.index}")
+    _picture(plot_history, history, work / "retrain.png", title=f"retrain, fold {fold.index}")
 
     from torch.utils.data import DataLoader
 
     test_loader = DataLoader(datasets["test"], batch_size=64, shuffle=False)
     test = evaluate_model(model, test_loader, space.num_classes)  # the one and only look at the test fold
-    plot_confusion(np.asarray(test["confusion_matrix"]), list(prepared.classes), work / "confusion.png",
-                   title=f"{config.method}, fold {fold.index}: UA {test['ua']:.3f}")
+    _picture(plot_confusion, np.asarray(test["confusion_matrix"]), list(prepared.classes), work / "confusion.png",
+             title=f"{config.method}, fold {fold.index}: UA {test['ua']:.3f}")
     # the bundle's architecture carries the retraining space config (affine BN, drop path)
     save_model_bundle(work / "model.pt", model.state_dict(), export_architecture(sample, retrain_space, meta=meta),
                       list(prepared.classes),
@@ -289,6 +289,14 @@ def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold
     logger.info("fold %d: test UA %.4f  WA %.4f  F1 %.4f  (%d parameters; search %.0f s, retrain %.0f s)",
                 fold.index, test["ua"], test["wa"], test["f1"], parameters, search_seconds, retrain_seconds)
     return metrics
+
+
+def _picture(draw: Any, *args: Any, **kwargs: Any) -> None:
+    """Draw a figure; a picture must never fail a run (the numbers are in the JSON/CSV files)."""
+    try:
+        draw(*args, **kwargs)
+    except Exception as error:
+        logger.warning("could not draw %s: %s", args[-1] if args else "a figure", error)
 
 
 def _write_history_csv(path: Path, history: list[dict[str, Any]]) -> None:

@@ -31,6 +31,9 @@ _PACKAGES = ("ser-nas", "torch", "nni", "pytorch-lightning", "numpy", "pandas", 
              "tianshou", "gym", "matplotlib", "espeakng-loader")
 
 
+_MODULES = {"ser-nas": "strategies", "pytorch-lightning": "pytorch_lightning", "espeakng-loader": "espeakng_loader"}
+
+
 class RunError(ValueError):
     """A run folder or model file that cannot be used (one-line message naming the path)."""
 
@@ -101,10 +104,15 @@ def package_versions() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
     }
     for name in _PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+        # an imported module's own version first: what ran, even where another copy is installed
+        module = sys.modules.get(_MODULES.get(name, name.replace("-", "_")))
+        version = getattr(module, "__version__", None)
+        if version is None:
+            try:
+                version = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                version = None
+        versions[name] = str(version) if version is not None else None
     try:
         import torch
 
