@@ -21,13 +21,27 @@ A sequence cell (``seq_num_nodes`` = n)::
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+from collections.abc import Iterator
 from functools import partial
 
 import torch
 from torch import nn
 
-from .ops import CNN_OPS, POOL_OPS, SEQ_OPS, DropPath, FactorizedReduce, Identity, ReLUConvBN, SeqOpFactory
+from .ops import (
+    CNN_OPS,
+    POOL_OPS,
+    SEQ_OPS,
+    DropPath,
+    FactorizedReduce,
+    Identity,
+    ReLUConvBN,
+    SeqOpFactory,
+    SeqZero,
+    Zero,
+)
 
 __all__ = [
     "CellPreprocessor",
@@ -40,6 +54,7 @@ __all__ = [
     "cnn_edge_factories",
     "seq_edge_factories",
     "pool_candidates",
+    "DartsMixedCell",
     "NUM_PREDECESSORS",
     "NUM_OPS_PER_NODE",
     "SEQ_NUM_PREDECESSORS",
@@ -64,13 +79,27 @@ class Stem(nn.Sequential):
     ::
 
         x (B, in_channels, n_mfcc, frames) -> Conv(3x3, pad 1) -> BN -> (B, 3C, n_mfcc, frames)
+
+    With ``channels_last`` (off by default) the output is in channels-last memory layout
+    (same values, same shape) and every later CNN op inherits it: depthwise convolutions
+    and pooling run several times faster in it with oneDNN on CPU, but torch 2.13's CPU
+    path aborted ("double free or corruption") in the backward pass of a tiny-space DARTS
+    search, so it is opt-in, for GPU trials (``model.stem.channels_last = True``); see
+    docs/performance.md. Not an architecture or config field: it changes speed only.
     """
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, channels_last: bool = False) -> None:
         super().__init__(
             nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(out_channels),
         )
+        self.channels_last = channels_last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = super().forward(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
 
 
 class CellPreprocessor(nn.Module):
@@ -219,3 +248,130 @@ def pool_candidates(ops: tuple[str, ...], width: int) -> dict[str, nn.Module]:
     """``{name: module}`` time pooling candidates."""
     factories: dict[str, SeqOpFactory] = POOL_OPS
     return {op: factories[op](width) for op in ops}
+
+
+# --------------------------------------------------------------------------------------
+# DARTS supernet cell (speed only; the same function as NNI's DifferentiableMixedCell)
+# --------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _differentiable_cell_class() -> type:
+    # NNI's one-shot modules import Lightning: only pay for it when a supernet is built.
+    from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedCell
+
+    class _DartsMixedCell(DifferentiableMixedCell):
+        __doc__ = DartsMixedCell.__doc__
+        forward = DartsMixedCell.forward
+        _node = DartsMixedCell._node
+        _apply_activated = DartsMixedCell._apply_activated
+        recompute = DartsMixedCell.recompute
+
+    _DartsMixedCell.__name__ = _DartsMixedCell.__qualname__ = "DartsMixedCell"
+    _DartsMixedCell.__module__ = __name__
+    return _DartsMixedCell
+
+
+class DartsMixedCell:
+    """NNI's ``DifferentiableMixedCell`` with a leaner forward, for DARTS supernets of ``SERSpace``.
+
+    Node ``i`` is, as in NNI (and DARTS)::
+
+        s_i = sum_{j < i} sum_k softmax(alpha_ij)_k * op_k(s_j)
+
+    where ``alpha_ij`` has one entry per candidate plus NNI's extra "not chosen" entry,
+    whose op is zero. NNI evaluates this by stacking every candidate's output, appending a
+    zero tensor, multiplying and summing: four full copies of the edge's outputs, the
+    largest ones (cat and product) kept for the backward pass. Here instead:
+
+    - outputs are accumulated in place (``acc += w_k * op_k(s_j)``): no stack, no cat;
+    - candidates whose output is zero (``none``, NNI's extra entry) are skipped: their
+      term is ``w_k * 0``. The softmax still runs over every entry, so their alphas still
+      get the gradient of the normalisation, exactly as before (``d/d alpha`` of a zero
+      term is zero);
+    - candidates that start with a ReLU (``sep_conv``, ``dil_conv``, ``FactorizedReduce``:
+      the ops with a ``forward_activated`` method) share one ``relu(s_j)`` per state
+      instead of computing and keeping one each;
+    - with ``recompute`` (the default) those convolution candidates keep only their output
+      for the backward pass and recompute their inner activations (depthwise, pointwise
+      and BN outputs) during it (activation checkpointing, ``torch.utils.checkpoint``).
+      The recomputation leaves BN running statistics as the forward pass set them, so
+      the supernet's state after a step is the same as without it.
+
+    The parameters (names, shapes, alphas) and the function are NNI's; only floating-point
+    summation order differs. Built by :meth:`ser_space.SERSpace.extra_oneshot_hooks` for
+    DARTS-family strategies (NNI ``DARTS``, ``GumbelDARTS``, our second-order DARTS).
+    """
+
+    @classmethod
+    def mutate(cls, module: nn.Module, name: str, memo: dict, mutate_kwargs: dict) -> nn.Module | None:
+        """NNI mutation hook: replace a ``Cell`` as ``DifferentiableMixedCell.mutate`` would."""
+        return _differentiable_cell_class().mutate(module, name, memo, mutate_kwargs)
+
+    def _node(self, states: list[torch.Tensor], activated: dict[int, torch.Tensor], i: int,
+              ops: list[dict[str, nn.Module]]) -> torch.Tensor:
+        acc: torch.Tensor | None = None
+        zero_like: torch.Tensor | None = None
+        for j in range(i):
+            weights = self._softmax(self._arch_alpha[f"{self.label}/{i}_{j}"])
+            for k, op in enumerate(ops[j].values()):
+                if isinstance(op, (Zero, SeqZero)):
+                    zero_like = op(states[j]) if zero_like is None else zero_like
+                    continue
+                if hasattr(op, "forward_activated"):
+                    if j not in activated:
+                        activated[j] = torch.relu(states[j])
+                    out = self._apply_activated(op, activated[j])
+                else:
+                    out = op(states[j])
+                if acc is None:
+                    acc = out * weights[k]
+                else:
+                    acc = acc.addcmul_(out, weights[k]) if not _needs_new(acc, out) else acc + out * weights[k]
+        if acc is None:
+            # every candidate is zero: the node is zero (shaped like a zero op's output)
+            if zero_like is None:
+                raise RuntimeError(f"{self.label}: node {i} has no candidate op")
+            return zero_like
+        return acc
+
+    recompute: bool = True
+    """Recompute the convolution candidates' inner activations in the backward pass."""
+
+    def _apply_activated(self, op: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if not (self.recompute and self.training and torch.is_grad_enabled()):
+            return op.forward_activated(x)
+        from torch.utils.checkpoint import checkpoint
+
+        norms = [m for m in op.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        return checkpoint(op.forward_activated, x, use_reentrant=False,
+                          context_fn=lambda: (contextlib.nullcontext(), _kept_running_stats(norms)))
+
+    def forward(self, *inputs: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        from nni.nas.nn.pytorch.cell import preprocess_cell_inputs
+
+        processed_inputs = preprocess_cell_inputs(self.num_predecessors, *inputs)
+        states: list[torch.Tensor] = self.preprocessor(processed_inputs)
+        activated: dict[int, torch.Tensor] = {}
+        for i, ops in enumerate(self.ops, start=self.num_predecessors):
+            states.append(self._node(states, activated, i, ops))
+        this_cell = torch.cat(states[self.num_predecessors:], self.concat_dim)
+        return self.postprocessor(this_cell, processed_inputs)
+
+
+@contextlib.contextmanager
+def _kept_running_stats(norms: list[nn.Module]) -> Iterator[None]:
+    # A recomputed forward must not update BN running statistics a second time.
+    saved = [[b.clone() for b in m.buffers()] for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, values in zip(norms, saved):
+                for b, v in zip(m.buffers(), values):
+                    b.copy_(v)
+
+
+def _needs_new(acc: torch.Tensor, out: torch.Tensor) -> bool:
+    # In-place accumulation needs the same shape (and no broadcasting up of ``acc``).
+    return acc.shape != out.shape or acc.dtype != out.dtype

@@ -106,6 +106,16 @@ class DilConv(nn.Sequential):
             nn.BatchNorm2d(out_channels, affine=affine),
         )
 
+    def forward_activated(self, x: torch.Tensor) -> torch.Tensor:
+        """The op on an input that already went through its leading ReLU.
+
+        A DARTS supernet applies every candidate of an edge to the same state; the
+        candidates that start with ReLU can share one ``relu(state)`` (see
+        :class:`~ser_space.cells.DartsMixedCell`), which saves a full-size activation
+        per op in memory and time. ``forward(x) == forward_activated(relu(x))``.
+        """
+        return self[3](self[2](self[1](x)))
+
 
 class SepConv(nn.Sequential):
     """Depthwise-separable convolution applied twice (DARTS ``sep_conv``).
@@ -131,6 +141,10 @@ class SepConv(nn.Sequential):
             DilConv(in_channels, in_channels, kernel_size, stride, padding, 1, affine=affine),
             DilConv(in_channels, out_channels, kernel_size, 1, padding, 1, affine=affine),
         )
+
+    def forward_activated(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward(x) == forward_activated(relu(x))`` (see :meth:`DilConv.forward_activated`)."""
+        return self[1](self[0].forward_activated(x))
 
 
 class FactorizedReduce(nn.Module):
@@ -163,8 +177,15 @@ class FactorizedReduce(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
-        shifted = self.pad(x)[:, :, 1:, 1:]
+        return self.forward_activated(self.relu(x))
+
+    def forward_activated(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward(x) == forward_activated(relu(x))`` (see :meth:`DilConv.forward_activated`)."""
+        # The shifted branch reads x[1::2, 1::2] (zero-padded at the end): a strided slice
+        # instead of padding the whole map and slicing it, the same values at half the copy.
+        shifted = x[:, :, 1:, 1:]
+        if x.size(2) % 2 or x.size(3) % 2:
+            shifted = self.pad(shifted)
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
 
 

@@ -48,6 +48,7 @@ from .cells import (
     SEQ_NUM_PREDECESSORS,
     CellPostprocessor,
     CellPreprocessor,
+    DartsMixedCell,
     SeqCellPostprocessor,
     Stem,
     ToSequence,
@@ -162,6 +163,20 @@ class SERSpace(ModelSpace):
         h = self.seq_cell([h])
         h = self.pool(h)
         return self.classifier(self.dropout(h))
+
+    def extra_oneshot_hooks(self, strategy: Any) -> list[Any]:
+        """NNI one-shot mutation hooks of this space (speed only; same supernet function).
+
+        For DARTS-family strategies (NNI ``DARTS``, ``GumbelDARTS`` and their subclasses,
+        Proxyless excepted) the cells become :class:`~ser_space.cells.DartsMixedCell`, NNI's
+        differentiable cell with a forward that needs far less memory and time. Other
+        strategies get NNI's default modules.
+        """
+        from nni.nas.oneshot.pytorch.strategy import DARTS, Proxyless
+
+        if isinstance(strategy, DARTS) and not isinstance(strategy, Proxyless):
+            return [DartsMixedCell.mutate]
+        return []
 
     def freeze(self, sample: dict[str, Any]) -> nn.Module:
         """A fixed model for ``sample`` (``{label: value}``), freshly initialised.

@@ -1,0 +1,194 @@
+"""DARTS / ENAS supernet step time, peak memory and parameter count of ``SERSpace``.
+
+A DARTS step is what NNI's ``DartsLightningModule.training_step`` does: an architecture
+step (forward + backward of the validation batch, Adam on the alphas) and a weight step
+(forward + backward of the training batch, gradient clipping 5, SGD), first order; second
+order replaces the architecture step by :func:`strategies.unrolled.unrolled_arch_gradient`
+(3 more forward/backward passes). An ENAS step is a weight step on one sampled path
+(the controller's update is not timed). Each case runs in a fresh process so its peak
+memory is its own: CPU peak RSS increase over the RSS before the first step (sampled by a
+thread), CUDA ``torch.cuda.max_memory_allocated``.
+
+    python benchmarks/bench_supernet.py --batch-sizes 8,16,32,64 --repeats 3
+    python benchmarks/bench_supernet.py --impl nni --batch-sizes 8    # before: NNI's cell
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+NAME = "bench_supernet"
+
+
+def build_supernet(config: Any, strategy_name: str, impl: str,
+                   channels_last: bool = False) -> tuple[Any, list[Any], list[Any]]:
+    """(supernet, architecture parameters, weights) as NNI's one-shot strategy builds it."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
+    from nni.nas.strategy import DARTS, ENAS
+
+    from ser_space import SERSpace
+    from ser_space.cells import Stem
+
+    space = SERSpace(config)
+    strategy = DARTS() if strategy_name == "darts" else ENAS()
+    if impl == "nni":
+        # the supernet as NNI builds it without our hooks, in NCHW layout
+        space.extra_oneshot_hooks = lambda _strategy: []  # type: ignore[method-assign]
+        for module in space.modules():
+            if isinstance(module, Stem):
+                module.channels_last = False
+    if channels_last:
+        space.stem.channels_last = True
+    model = strategy.mutate_model(space)
+    arch: dict[int, Any] = {}
+    for module in model.modules():
+        if isinstance(module, BaseSuperNetModule) and hasattr(module, "arch_parameters"):
+            for p in module.arch_parameters():
+                arch[id(p)] = p
+    weights = [p for p in model.parameters() if id(p) not in arch]
+    return model, list(arch.values()), weights
+
+
+def worker(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    config = _common.space_config(args.config)
+    device = args.device
+    kind = args.case  # darts-first, darts-second, enas
+    batch = int(args.batch_sizes)
+    model, arch, weights = build_supernet(config, "enas" if kind == "enas" else "darts", args.impl,
+                                        args.channels_last)
+    model.to(device).train()
+    w_optim = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
+    a_optim = torch.optim.Adam(arch, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3) if arch else None
+    shape = (batch, config.in_channels, config.n_mfcc, config.frames)
+    x_trn, x_val = torch.randn(shape, device=device), torch.randn(shape, device=device)
+    y_trn = torch.randint(0, config.num_classes, (batch,), device=device)
+    y_val = torch.randint(0, config.num_classes, (batch,), device=device)
+    scaler = torch.amp.GradScaler(device) if args.precision == "16-mixed" else None
+
+    def loss_of(x: Any, y: Any) -> Any:
+        with _common.autocast(device, args.precision):
+            logits = model(x)
+        return F.cross_entropy(logits.float(), y)
+
+    def backward(loss: Any) -> None:
+        (scaler.scale(loss) if scaler else loss).backward()
+
+    def weight_step() -> None:
+        w_optim.zero_grad(set_to_none=True)
+        backward(loss_of(x_trn, y_trn))
+        if scaler:
+            scaler.unscale_(w_optim)
+        torch.nn.utils.clip_grad_norm_(weights, 5.0)
+        if scaler:
+            scaler.step(w_optim)
+            scaler.update()
+        else:
+            w_optim.step()
+
+    def arch_step() -> None:
+        a_optim.zero_grad(set_to_none=True)
+        if kind == "darts-second":
+            from strategies.unrolled import unrolled_arch_gradient
+
+            group = w_optim.param_groups[0]
+            grads = unrolled_arch_gradient(
+                model, arch, weights, lambda: loss_of(x_trn, y_trn), lambda: loss_of(x_val, y_val),
+                xi=group["lr"], momentum_buffers=[w_optim.state.get(p, {}).get("momentum_buffer") for p in weights],
+                weight_decay=group["weight_decay"], momentum=group["momentum"])
+            for p, g in zip(arch, grads):
+                p.grad = g
+        else:
+            loss_of(x_val, y_val).backward()
+        a_optim.step()
+
+    def step() -> None:
+        if kind == "enas":
+            from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
+
+            memo: dict[str, Any] = {}
+            for module in model.modules():
+                if isinstance(module, BaseSuperNetModule):
+                    module.resample(memo)
+        else:
+            arch_step()
+        weight_step()
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        start_allocated = torch.cuda.memory_allocated()
+    with _common.PeakRSS() as rss:
+        timing = _common.time_steps(step, args.repeats, device)
+    result = {
+        "case": kind, "impl": args.impl, "channels_last": args.channels_last, "batch_size": batch, "precision": args.precision,
+        "params_m": sum(p.numel() for p in weights) / 1e6, "arch_params": sum(p.numel() for p in arch),
+        "step_s": timing["median_s"], "step_min_s": timing["min_s"], "times_s": timing["times_s"],
+        "peak_rss_delta_mb": rss.delta_mb,
+    }
+    if device == "cuda":
+        result["peak_cuda_mb"] = (torch.cuda.max_memory_allocated() - start_allocated) / 2**20
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common.common_args(parser, "8,16,32,64")
+    parser.add_argument("--cases", default="darts-first,darts-second,enas",
+                        help="comma-separated: darts-first, darts-second, enas")
+    parser.add_argument("--impl", choices=("ours", "nni"), default="ours",
+                        help="ours: the SERSpace DARTS cell (DartsMixedCell); nni: NNI's DifferentiableMixedCell (before)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="channels-last CNN layout (Stem.channels_last; aborted on CPU, see docs)")
+    parser.add_argument("--case", default="darts-first", help=argparse.SUPPRESS)
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per case")
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return 0
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    for case in args.cases.split(","):
+        for batch in args.batch_sizes.split(","):
+            forwarded = ["--device", args.device, "--batch-sizes", batch, "--repeats", str(args.repeats),
+                         "--config", args.config, "--threads", str(args.threads), "--precision", args.precision,
+                         "--impl", args.impl, "--case", case] + (["--channels-last"] if args.channels_last else [])
+            row = _common.run_worker(Path(__file__), forwarded, timeout=args.timeout)
+            row.setdefault("case", case)
+            row.setdefault("batch_size", int(batch))
+            rows.append(row)
+            print(f"  {case} batch {batch}: " + (f"{row['step_s']:.3f} s/step, "
+                  f"{row.get('peak_cuda_mb', row['peak_rss_delta_mb']):.0f} MB" if "step_s" in row
+                  else f"failed: {row.get('error', '')[-300:]}"), flush=True)
+    columns = ["case", "batch_size", "step_s", "step_min_s", "peak_rss_delta_mb", "params_m"]
+    if args.device == "cuda":
+        columns.insert(5, "peak_cuda_mb")
+    _common.print_table(rows, columns)
+    payload = {"benchmark": NAME, "machine": _common.machine_info(args.device), "config": args.config,
+               "impl": args.impl, "precision": args.precision, "channels_last": args.channels_last, "repeats": args.repeats, "rows": rows}
+    name = NAME + ("" if args.impl == "ours" else f"_{args.impl}") + \
+        ("" if args.precision == "32" else f"_{args.precision}") + ("_channels_last" if args.channels_last else "")
+    print(f"wrote {_common.write_results(name, payload, args.out_dir)}")
+    return 0 if all("step_s" in r for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Validation / test UA of a short fixed-seed DARTS search, with NNI's supernet cell or ours.
+
+Shows that the speed changes (``DartsMixedCell``, channels-last) do not change what the
+search learns: run it once per implementation and compare the per-epoch validation UA and
+the test UA. Runs ``ser-nas search --strategy darts`` in this process (default synthetic
+corpus and tiny space, ``--epochs`` short) with an isolated ``SER_NAS_HOME``.
+
+    python benchmarks/check_ua.py --impl nni  --epochs 5
+    python benchmarks/check_ua.py --impl ours --epochs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+sys.path.insert(0, str(_common.REPO))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--impl", choices=("ours", "nni", "ours-nchw", "ours-norecompute"), default="ours")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--out-dir", default=None)
+    parser.add_argument("extra", nargs="*", help="extra flags for ser-nas search (after --)")
+    args = parser.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="ser-nas-ua-"))
+    os.environ["SER_NAS_HOME"] = str(tmp / "home")
+    from ser_space import SERSpace
+    from ser_space.cells import Stem
+    from strategies import cli
+
+    if args.impl == "ours-norecompute":
+        from ser_space.cells import _differentiable_cell_class
+
+        _differentiable_cell_class().recompute = False
+    if args.impl == "nni":
+        SERSpace.extra_oneshot_hooks = lambda self, strategy: []  # type: ignore[method-assign]
+    if args.impl in ("nni", "ours-nchw"):
+        original = Stem.__init__
+
+        def nchw(self, in_channels, out_channels, channels_last=True):  # noqa: ANN001
+            original(self, in_channels, out_channels, channels_last=False)
+
+        Stem.__init__ = nchw  # type: ignore[method-assign]
+    flags = ["search", "--strategy", "darts", "--epochs", str(args.epochs), "--output", str(tmp / "runs"),
+             "--quiet", *args.extra]
+    if "--no-webui" in cli.build_parser().format_help() or _has_no_webui(cli):
+        flags.append("--no-webui")
+    rc = cli.main(flags)
+    histories = sorted((tmp / "runs").rglob("*history*.csv"))
+    rows = []
+    for path in histories:
+        with path.open() as handle:
+            for row in csv.DictReader(handle):
+                rows.append({"file": str(path.relative_to(tmp)), **row})
+    results = sorted((tmp / "runs").rglob("*.json"))
+    payload = {"impl": args.impl, "epochs": args.epochs, "flags": flags, "returncode": rc, "history": rows,
+               "result_files": {str(p.relative_to(tmp)): p.read_text()[:4000] for p in results
+                                if p.name in ("metrics.json", "summary.json")}}
+    print(f"wrote {_common.write_results(f'check_ua_{args.impl}', payload, args.out_dir)}")
+    return int(rc or 0)
+
+
+def _has_no_webui(cli) -> bool:  # noqa: ANN001
+    try:
+        return "--no-webui" in cli.build_parser()._subparsers._group_actions[0].choices["search"].format_help()
+    except Exception:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

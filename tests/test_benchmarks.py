@@ -1,0 +1,96 @@
+"""Smoke tests of the benchmark scripts (tiny space, batch 2, one repeat) and the DARTS cell.
+
+The scripts run as subprocesses, as a user runs them; each writes its JSON to a temporary
+folder, and the test checks the numbers it recorded, not only that it ran.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+
+
+def _run(script: str, tmp_path: Path, *extra: str) -> dict:
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--config", "tiny", "--batch-sizes", "2",
+                           "--repeats", "1", "--threads", "1", "--out-dir", str(tmp_path), *extra],
+                          capture_output=True, text=True, cwd=str(REPO), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 1, files
+    return json.loads(files[0].read_text())
+
+
+@pytest.mark.slow
+def test_bench_supernet_smoke(tmp_path: Path) -> None:
+    result = _run("bench_supernet.py", tmp_path)
+    assert result["machine"]["cpu_cores"] >= 1 and result["machine"]["torch"]
+    cases = {row["case"]: row for row in result["rows"]}
+    assert set(cases) == {"darts-first", "darts-second", "enas"}
+    for row in cases.values():
+        assert row["step_s"] > 0 and row["params_m"] > 0 and row["peak_rss_delta_mb"] >= 0
+    assert cases["darts-first"]["arch_params"] > 0
+
+
+@pytest.mark.slow
+def test_bench_retrain_smoke(tmp_path: Path) -> None:
+    result = _run("bench_retrain.py", tmp_path)
+    train = [r for r in result["rows"] if r.get("mode") == "train"]
+    inference = [r for r in result["rows"] if r.get("mode") == "inference"]
+    assert {r["arch"] for r in train} == {"cnn_lstm", "random_seed0"}
+    assert all(r["step_s"] > 0 for r in train)
+    assert all(r["latency_ms"] > 0 and r["throughput_per_s"] > 0 for r in inference)
+
+
+def _supernets(config):
+    """The same DARTS supernet twice: with the SERSpace cell (channels-last) and NNI's (NCHW)."""
+    import warnings
+
+    from nni.nas.strategy import DARTS
+
+    from ser_space import SERSpace
+    from ser_space.cells import Stem
+
+    warnings.filterwarnings("ignore")
+    fast = DARTS().mutate_model(SERSpace(config))
+    space = SERSpace(config)
+    space.extra_oneshot_hooks = lambda _strategy: []
+    for module in space.modules():
+        if isinstance(module, Stem):
+            module.channels_last = False  # (already the default)
+    reference = DARTS().mutate_model(space)
+    reference.load_state_dict(fast.state_dict())
+    return fast, reference
+
+
+def test_darts_cell_matches_nni() -> None:
+    """Same loss, gradients (weights and alphas) and BN statistics as NNI's cell."""
+    from ser_space import SpaceConfig
+
+    config = SpaceConfig.tiny().replace(cell_dropout=0.0, dropout=0.0)  # dropout masks depend on layout
+    fast, reference = _supernets(config)
+    assert type(fast.cells[0]).__name__ == "DartsMixedCell"
+    assert type(reference.cells[0]).__name__ == "DifferentiableMixedCell"
+    torch.manual_seed(0)
+    x, y = torch.randn(3, 1, 16, 33), torch.tensor([0, 1, 3])
+    losses = []
+    for model in (fast, reference):
+        model.train()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for (name, a), (_, b) in zip(fast.named_parameters(), reference.named_parameters()):
+        assert (a.grad is None) == (b.grad is None), name
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-5, msg=name)
+    for (name, a), (_, b) in zip(fast.named_buffers(), reference.named_buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
