@@ -55,6 +55,7 @@ class TrainConfig:
     model_selection: Literal["best", "last"] = "best"  # keep the epoch with the best validation UA, or the last
     accelerator: str = "auto"  # Lightning accelerator: auto, cpu, gpu, ...
     devices: int | str = 1  # Lightning devices
+    strategy: str = "auto"  # Lightning Trainer strategy, e.g. "ddp", "ddp_spawn" (not with one-shot searches)
     precision: str = "32-true"  # Lightning precision, e.g. "16-mixed" or "bf16-mixed" on GPU
     num_workers: int = 0  # DataLoader worker processes (features are in memory: 0 is usually fastest)
     seed: int = 2  # seed of weights, batch order and sampling
@@ -334,6 +335,7 @@ def make_lightning(module: SERModule, config: TrainConfig, train_dataset: Any, v
         max_epochs=config.max_epochs,
         accelerator=config.accelerator,
         devices=config.devices,
+        strategy=config.strategy,
         precision=config.precision,
         gradient_clip_val=config.gradient_clip,
         logger=False,

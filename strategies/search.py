@@ -31,6 +31,7 @@ from .evaluator import SERModule, TrainConfig, make_lightning
 from .oneshot import EpochValidation
 from .registry import get_strategy
 from .trial_job import epoch_reporter
+from .training_service import check_oneshot_devices, configure_training_service
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,13 @@ class SearchConfig:
     trials: int = 8  # multi-trial: architectures trained
     trial_epochs: int = 5  # multi-trial: epochs per architecture
     trial_concurrency: int = 1  # multi-trial: trials run at once
-    training_service: str = "local"  # multi-trial: NNI training service platform
+    training_service: str = "local"  # multi-trial: NNI training service, local or remote (others: training_service_config)
+    trial_gpu_number: int = 0  # multi-trial: GPUs given to each trial (0 = CPU-only trials)
+    remote_machines: tuple[str, ...] = ()  # remote: trial machines, each user@host:port
+    remote_ssh_key: str | None = None  # remote: SSH private key file; None = ~/.ssh/id_rsa
+    remote_python: str | None = None  # remote: Python interpreter path on the trial machines; None = this one's
+    nni_manager_ip: str | None = None  # remote/cluster: this machine's address as trial machines reach it; None = auto
+    training_service_config: str | None = None  # JSON/YAML file with an NNI training-service config (kubeflow, ...)
     port: int = 0  # NNI web UI port; 0 = a free port
     webui: bool = False  # one-shot: run the search as a trial of an NNI experiment, shown in the web UI (CLI: on)
     seed: int = 2  # seeds weights, batch order, and sampling
@@ -66,6 +73,24 @@ class SearchConfig:
             raise ValueError("order='second' is only available for the darts strategy")
         if self.genotype not in ("best", "last"):
             raise ValueError(f"genotype must be 'best' or 'last', got {self.genotype!r}")
+        self._check_training_service()
+
+    def _check_training_service(self) -> None:
+        from .training_service import PLATFORMS, parse_machine
+
+        # JSON round trips give lists; keep the field a tuple (hashable, as typed)
+        object.__setattr__(self, "remote_machines", tuple(self.remote_machines or ()))
+        if self.trial_concurrency < 1:
+            raise ValueError(f"trial_concurrency must be >= 1, got {self.trial_concurrency}")
+        if self.trial_gpu_number < 0:
+            raise ValueError(f"trial_gpu_number must be >= 0, got {self.trial_gpu_number}")
+        if self.training_service_config is None and self.training_service not in PLATFORMS:
+            raise ValueError(f"training_service {self.training_service!r}: choose local or remote, or give "
+                             f"training_service_config (a JSON/YAML NNI training-service config file)")
+        if self.training_service == "remote" and self.training_service_config is None and not self.remote_machines:
+            raise ValueError("training_service 'remote' needs remote_machines (user@host:port,...)")
+        for machine in self.remote_machines:
+            parse_machine(machine)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,6 +161,8 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
 
     compat.apply()
     spec = get_strategy(search.strategy)
+    if spec.kind == "oneshot":
+        check_oneshot_devices(train)  # NNI 3.0's one-shot strategies train on one device
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if search.webui and spec.kind == "oneshot":
@@ -186,11 +213,11 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
         evaluator = make_lightning(module, config, train_dataset, val_dataset, **(trainer_kwargs or {}))
         experiment = NasExperiment(space, evaluator, strategy)
         experiment.config.max_trial_number = search.trials
-        experiment.config.trial_concurrency = search.trial_concurrency
-        experiment.config.training_service.platform = search.training_service
         experiment.config.experiment_working_directory = str((workdir / "nni").resolve())
         experiment.config.experiment_name = f"ser-nas {spec.name} {workdir.name}"
         compat.configure_experiment(experiment, seed=search.seed)
+        # local / remote / pass-through service, concurrency, GPUs per trial (after compat: trial Python)
+        configure_training_service(experiment, search)
         port = search.port or _free_port()
         logger.info("NNI web UI: http://127.0.0.1:%d  (experiment %s, %d trial(s))", port, experiment.id,
                     search.trials)

@@ -10,7 +10,9 @@ comparison calls first. It writes, into ``<data_dir>/<dataset>-<key>/``:
   the class list, the summary, and a completion stamp written last
 
 Every file is written to a temporary name and renamed into place, so an interrupted
-prepare never leaves a folder that looks complete. Features are extracted through the
+prepare never leaves a folder that looks complete; the build runs under an exclusive
+``fcntl`` lock (``prepared/.<dataset>-<key>.lock``) and re-checks the stamp once it holds
+it, so processes preparing the same corpus at once build it once and share the result. Features are extracted through the
 shared content-addressed cache (:func:`strategies.data.features.extract_features`), so a
 second prepare of the same audio with the same recipe costs nothing.
 """
@@ -32,6 +34,7 @@ import pandas as pd
 from .corpora import get_corpus, load_manifest
 from .errors import DataError
 from .features import FeatureConfig, extract_features
+from .features import _locked  # the feature cache's fcntl lock
 from .folds import Fold, default_protocol, load_folds, make_folds, save_folds
 from .synthetic import SyntheticConfig, ensure_synthetic_corpus, load_synthetic_manifest
 
@@ -76,10 +79,16 @@ class DataConfig:
     val_speakers: int | float = 1  # training speakers held out for validation (count or fraction)
     fold_seed: int = 0  # seeds k-fold grouping and the choice of validation speakers
     features: FeatureConfig = field(default_factory=FeatureConfig.small)  # feature recipe
+    preset: str | None = None  # protocol preset of strategies.presets whose manifest filter and folds apply; None = none
 
     def __post_init__(self) -> None:
         if self.dataset != SYNTHETIC and self.root is None:
             raise DataError(f"dataset {self.dataset!r} needs --root (the corpus folder)")
+        if self.preset is not None:
+            preset = _protocol_preset(self.preset)
+            if preset.dataset != self.dataset:
+                raise DataError(f"protocol preset {self.preset!r} is for dataset {preset.dataset!r}, "
+                                f"not {self.dataset!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +100,8 @@ class DataConfig:
             "val_speakers": self.val_speakers,
             "fold_seed": self.fold_seed,
             "features": self.features.to_dict(),
+            # only when set, so the keys of configs without a preset stay what they were
+            **({"preset": self.preset} if self.preset is not None else {}),
         }
 
     @classmethod
@@ -154,7 +165,19 @@ def _load_raw_manifest(config: DataConfig) -> pd.DataFrame:
     return load_manifest(config.dataset, config.root, **dict(config.options))
 
 
+def _protocol_preset(name: str | None) -> Any:
+    """The :class:`strategies.presets.ProtocolPreset` called ``name`` (None for None)."""
+    if name is None:
+        return None
+    from ..presets import get_protocol_preset  # lazy: presets builds DataConfigs itself
+
+    return get_protocol_preset(name)
+
+
 def _make_folds(config: DataConfig, manifest: pd.DataFrame) -> list[Fold]:
+    preset = _protocol_preset(config.preset)
+    if preset is not None and preset.make_folds is not None:
+        return preset.make_folds(manifest, config)
     if config.protocol is None:
         if config.dataset == SYNTHETIC:
             protocol, k = "loso", None
@@ -172,14 +195,36 @@ def prepare_data(config: DataConfig, data_dir: str | Path | None = None, progres
     """Build (or reuse) manifest, folds and features for ``config``; see the module docstring."""
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     folder = data_dir / "prepared" / f"{config.dataset}-{config.key()}"
-    stamp = folder / "prepared.json"
-    if stamp.exists():
-        try:
-            return _load_prepared(folder, config)
-        except (DataError, KeyError, ValueError, OSError) as error:
-            logger.warning("prepared data in %s is unusable (%s); preparing again", folder, error)
+    reused = _reuse_prepared(folder, config, warn=False)
+    if reused is not None:
+        return reused
+    # one builder per folder at a time: a second process waits, then reuses what the first wrote
+    with _locked(folder.parent / f".{folder.name}.lock"):
+        reused = _reuse_prepared(folder, config, warn=True)
+        if reused is not None:
+            return reused
+        return _build_prepared(config, data_dir, folder, progress, num_workers)
 
+
+def _reuse_prepared(folder: Path, config: DataConfig, warn: bool) -> PreparedData | None:
+    """The complete prepared folder (its stamp is written last), or None."""
+    if not (folder / "prepared.json").exists():
+        return None
+    try:
+        return _load_prepared(folder, config)
+    except (DataError, KeyError, ValueError, OSError) as error:
+        if warn:
+            logger.warning("prepared data in %s is unusable (%s); preparing again", folder, error)
+        return None
+
+
+def _build_prepared(config: DataConfig, data_dir: Path, folder: Path, progress: bool,
+                    num_workers: int) -> PreparedData:
+    stamp = folder / "prepared.json"
     manifest = _load_raw_manifest(config)
+    preset = _protocol_preset(config.preset)
+    if preset is not None and preset.filter_manifest is not None:
+        manifest = preset.filter_manifest(manifest, config)
     if manifest.empty:
         raise DataError(f"{config.root or config.dataset}: no utterances found")
     manifest = manifest.reset_index(drop=True)
