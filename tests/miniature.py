@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-__all__ = ["SAMPLE_RATE", "Miniature", "MAKERS", "make_corpus", "write_wav"]
+__all__ = ["SAMPLE_RATE", "Miniature", "MAKERS", "make_corpus", "make_msp_improv_sessions", "write_wav"]
 
 #: Sample rate of every fabricated file, in Hz.
 SAMPLE_RATE = 16_000
@@ -186,6 +186,46 @@ def make_msp_improv(root: Path, label_file: str = "Evalution.txt") -> Miniature:
             "counts_read": dict(reads),  # recordings=("R",)
             "files": index,
         },
+    )
+
+
+def make_msp_improv_sessions(root: Path, sessions: tuple[int, ...] = (1, 2, 3, 4, 5, 6),
+                             label_file: str = "Evaluation.txt") -> Miniature:
+    """Like :func:`make_msp_improv`, for any sessions (the real corpus has six).
+
+    ``extra["counts_authors"]`` holds the counts of the authors' protocol (``R`` recordings,
+    target labels): one read sentence per actor and target emotion.
+    """
+    lines, index = [], 0
+    counts, targets, reads, reads_target = Counter(), Counter(), Counter(), Counter()
+    mapping = {"A": "ang", "H": "hap", "S": "sad", "N": "neu"}
+    for session in sessions:
+        for gender, other in (("F", "M"), ("M", "F")):
+            for target in _MSP_IMPROV_TARGETS:
+                for recording in _MSP_IMPROV_RECORDINGS:
+                    key = f"S01{target}-{gender}{session:02d}-{recording}-{gender}{other}01"
+                    write_wav(root / "Audio" / f"session{session}" / f"S01{target}" / recording
+                              / f"MSP-IMPROV-{key}.wav", index)
+                    label = _msp_improv_consensus(target, index)
+                    lines.append(f"UTD-IMPROV-{key}.avi; {label}; A:3.000000; V:2.500000; "
+                                 "D:3.000000 ; N:2.000000;\n")
+                    lines.append(f"UTD-J01; {_MSP_IMPROV_RATER[label]}; Other; A:3.000000; "
+                                 "V:2.000000; D:3.000000; N:2.000000;\n\n")
+                    if label in mapping:
+                        counts[mapping[label]] += 1
+                        if recording == "R":
+                            reads[mapping[label]] += 1
+                    if recording == "R":
+                        reads_target[mapping[target]] += 1
+                    targets[mapping[target]] += 1
+                    index += 1
+    (root / label_file).write_text("".join(lines))
+    speakers = {f"{g}{s:02d}": g for s in sessions for g in "FM"}
+    return Miniature(
+        name="msp-improv", root=root, counts=dict(counts), speakers=speakers,
+        sessions=tuple(str(s) for s in sessions),
+        extra={"counts_target": dict(targets), "counts_read": dict(reads),
+               "counts_authors": dict(reads_target), "files": index},
     )
 
 
