@@ -159,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--timeout", type=float, default=None,
                       help="stop the web UI after this many seconds (default: until Ctrl-C)")
     view.add_argument("--verbose", action="store_true")
+    from .compare import add_compare_parser
+    from .reproduce import add_reproduce_parser
+
+    add_compare_parser(sub)
+    add_reproduce_parser(sub)
     return parser
 
 
@@ -340,6 +345,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_predict(args)
         if args.command == "view":
             return cmd_view(args)
+        if args.command == "compare":
+            from .compare import cmd_compare
+
+            return cmd_compare(args)
+        if args.command == "reproduce":
+            from .reproduce import cmd_reproduce
+
+            return cmd_reproduce(args)
     except (DataError, RunError, ArchitectureError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

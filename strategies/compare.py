@@ -1,0 +1,600 @@
+"""Compare NAS strategies on one corpus: every strategy x seed x fold, equal budgets, one report.
+
+:func:`run_compare` runs the search -> retrain -> test pipeline (:func:`strategies.pipeline.run_fold`)
+for each (strategy, seed, fold) job and for a hand-designed baseline, under the same data,
+space, weight training and retraining, so the strategies differ only in how they search:
+
+- one-shot strategies (DARTS, ENAS, ...) train their supernet for ``epochs`` epochs;
+- multi-trial strategies (Random, ...) get the same number of training passes through
+  :func:`strategies.search.equal_budget`: ``trials * trial_epochs ~= 2 * epochs``;
+- a seed changes the search seed (weights, batch order, sampling) and the retraining seed,
+  never the folds (the data split comes from the data config alone);
+- every found architecture is retrained with the same retraining config and tested once on
+  its fold's held-out speakers.
+
+Comparison folder::
+
+    <output_dir>/<time>-<dataset>-compare/
+      compare.json  versions.json
+      <strategy>-seed<s>/          one run folder per (strategy, seed): config.json, summary.json
+        fold-<k>/                  as written by run_fold (metrics.json, architecture.json, ...)
+      baseline-<name>-seed<s>/     the hand-designed baseline, same layout
+      results.csv  table.csv  table.md  report.json
+      ua_vs_cost.png  validation_curves.png  cells_<strategy>.png
+
+Every sub-run is an ordinary run folder (``ser-nas evaluate``, ``ser-nas predict`` work on
+it). A fold folder is renamed into place only when finished, so ``run_compare(...,
+resume=compare_dir)`` skips every finished (strategy, seed, fold) and runs the rest. The
+report is always rebuilt from the run folders' ``metrics.json`` files (:func:`build_report`),
+never from values held in memory.
+
+Web UI. Multi-trial searches appear in NNI's web UI as experiments (their ids are listed in
+``report.json``); one-shot searches run in this process and do not. The jobs are built by
+:func:`compare_jobs` as a plain list, so a runner that shows each job as an NNI trial (the
+planned ``strategies.webui.run_jobs_as_trials``) can take them instead of the sequential loop
+in :func:`run_compare`; see the ``HOOK`` comment there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ser_space import SpaceConfig
+
+from . import compat
+from .baselines import BASELINES
+from .data.prepare import DataConfig, PreparedData, prepare_data
+from .evaluator import TrainConfig
+from .pipeline import RunConfig, adapt_space, run_fold, summarize_folds
+from .registry import get_strategy
+from .runs import RunError, atomic_write, new_run_dir, package_versions, read_json, write_json
+from .search import SearchConfig, equal_budget
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CompareConfig", "CompareJob", "compare_jobs", "run_compare", "build_report", "markdown_table",
+           "add_compare_parser", "cmd_compare"]
+
+COMPARE_FORMAT = 1
+
+
+def _default_search_train() -> TrainConfig:
+    return RunConfig().search_train
+
+
+def _default_retrain() -> TrainConfig:
+    return RunConfig().retrain.replace(max_epochs=15)
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """A comparison of NAS strategies; written to ``compare.json`` of the comparison folder.
+
+    ``seeds`` may be given as a count ``n`` (seeds ``0 .. n-1``) or as a tuple of seeds.
+    """
+
+    strategies: tuple[str, ...] = ("darts", "enas", "random")  # registry names, in table order
+    seeds: tuple[int, ...] | int = (0,)  # search and retraining seeds (a count n means 0..n-1)
+    folds: tuple[int, ...] | None = (0,)  # fold indices; None = every fold of the corpus
+    baseline: str | None = "cnn_lstm"  # hand-designed architecture added as a row; None = none
+    epochs: int = 5  # search budget: one-shot supernet epochs (multi-trial: equal_budget of it)
+    trial_epochs: int = 2  # multi-trial: epochs per trial (trials = round(2 * epochs / trial_epochs))
+    data: DataConfig = field(default_factory=DataConfig)  # corpus, folds, features
+    space: SpaceConfig = field(default_factory=SpaceConfig.tiny)  # search space (shape and classes follow the data)
+    search: SearchConfig = field(default_factory=SearchConfig)  # other search settings; strategy, budget and seed are set per job
+    search_train: TrainConfig = field(default_factory=_default_search_train)  # weight training during search
+    retrain: TrainConfig = field(default_factory=_default_retrain)  # retraining, the same for every job
+
+    def __post_init__(self) -> None:
+        seeds = self.seeds
+        if isinstance(seeds, int):
+            if seeds < 1:
+                raise ValueError(f"seeds: a count must be >= 1, got {seeds}")
+            seeds = tuple(range(seeds))
+        seeds = tuple(int(s) for s in seeds)
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
+        object.__setattr__(self, "seeds", seeds)
+        strategies = tuple(self.strategies)
+        if not strategies and not self.baseline:
+            raise ValueError("nothing to compare: no strategy and no baseline")
+        if len(set(strategies)) != len(strategies):
+            raise ValueError(f"strategies must be distinct, got {strategies}")
+        for name in strategies:
+            get_strategy(name)  # a clear error for an unknown name
+        object.__setattr__(self, "strategies", strategies)
+        if self.baseline is not None and self.baseline not in BASELINES:
+            raise ValueError(f"unknown baseline {self.baseline!r}; available: {', '.join(BASELINES)} (or none)")
+        if self.epochs < 1 or self.trial_epochs < 1:
+            raise ValueError("epochs and trial_epochs must be >= 1")
+        if self.folds is not None:
+            object.__setattr__(self, "folds", tuple(int(f) for f in self.folds))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": COMPARE_FORMAT,
+            "strategies": list(self.strategies),
+            "seeds": list(self.seeds),  # type: ignore[arg-type]
+            "folds": None if self.folds is None else list(self.folds),
+            "baseline": self.baseline,
+            "epochs": self.epochs,
+            "trial_epochs": self.trial_epochs,
+            "data": self.data.to_dict(),
+            "space": self.space.to_dict(),
+            "search": self.search.to_dict(),
+            "search_train": self.search_train.to_dict(),
+            "retrain": self.retrain.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CompareConfig:
+        data = dict(data)
+        if data.pop("format", COMPARE_FORMAT) != COMPARE_FORMAT:
+            raise RunError("compare.json: unsupported comparison format")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise RunError(f"compare.json: unknown field(s) {', '.join(unknown)}")
+        folds = data.get("folds")
+        return cls(
+            strategies=tuple(data["strategies"]),
+            seeds=tuple(int(s) for s in data["seeds"]),
+            folds=None if folds is None else tuple(int(f) for f in folds),
+            baseline=data.get("baseline"),
+            epochs=int(data["epochs"]),
+            trial_epochs=int(data["trial_epochs"]),
+            data=DataConfig.from_dict(data["data"]),
+            space=SpaceConfig.from_dict(data["space"]),
+            search=SearchConfig.from_dict(data["search"]),
+            search_train=TrainConfig.from_dict(data["search_train"]),
+            retrain=TrainConfig.from_dict(data["retrain"]),
+        )
+
+    def replace(self, **changes: Any) -> CompareConfig:
+        return dataclasses.replace(self, **changes)
+
+    def search_for(self, strategy: str, seed: int) -> SearchConfig:
+        """The search config of one job: equal budget, this seed."""
+        base = self.search.replace(strategy=strategy, epochs=self.epochs, seed=seed)
+        if get_strategy(strategy).kind == "multi":
+            return equal_budget(base, trial_epochs=self.trial_epochs)
+        return base
+
+    def run_config(self, method: str, seed: int) -> RunConfig:
+        """The :class:`RunConfig` of the sub-run ``method`` (a strategy, or ``baseline-<name>``)."""
+        common = dict(data=self.data, space=self.space, folds=self.folds,
+                      search_train=self.search_train.replace(seed=seed), retrain=self.retrain.replace(seed=seed))
+        if method.startswith("baseline-"):
+            return RunConfig(search=self.search.replace(seed=seed), baseline=method[len("baseline-"):], **common)
+        return RunConfig(search=self.search_for(method, seed), **common)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """Row names of the table: the strategies, then ``baseline-<name>``."""
+        return self.strategies + ((f"baseline-{self.baseline}",) if self.baseline else ())
+
+
+@dataclass(frozen=True)
+class CompareJob:
+    """One (method, seed, fold) run of a comparison."""
+
+    method: str  # strategy name or baseline-<name>
+    seed: int  # search and retraining seed
+    fold: int  # fold index
+    run_name: str  # sub-run folder name, <method>-seed<seed>
+    config: RunConfig  # the sub-run's config
+
+
+def compare_jobs(config: CompareConfig, prepared: PreparedData) -> list[CompareJob]:
+    """Every (method, seed, fold) job of a comparison, in run order (fold-major per sub-run)."""
+    indices = range(len(prepared.folds)) if config.folds is None else config.folds
+    for index in indices:
+        if not 0 <= index < len(prepared.folds):
+            raise RunError(f"fold {index} does not exist: {prepared.config.dataset} has "
+                           f"{len(prepared.folds)} folds (0..{len(prepared.folds) - 1})")
+    jobs = []
+    for method in config.methods:
+        for seed in config.seeds:  # type: ignore[union-attr]
+            run_config = config.run_config(method, seed)
+            for index in indices:
+                jobs.append(CompareJob(method, seed, index, f"{method}-seed{seed}", run_config))
+    return jobs
+
+
+def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", data_dir: str | Path | None = None,
+                resume: str | Path | None = None, progress: bool = True,
+                trainer_kwargs: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Run (or resume) a comparison; see the module docstring.
+
+    Parameters
+    ----------
+    config
+        The comparison; ignored (may be None) with ``resume``, which reads ``compare.json``.
+    output_dir
+        Where the comparison folder ``<time>-<dataset>-compare`` is created.
+    data_dir
+        Prepared-data cache (default: :func:`strategies.data.prepare.default_data_dir`).
+    resume
+        An existing comparison folder: finished (method, seed, fold) runs are kept, the rest run.
+    trainer_kwargs
+        Passed to Lightning's Trainer in every search and retraining.
+
+    Returns
+    -------
+    The comparison folder and the report (also in ``report.json``; see :func:`build_report`).
+    """
+    compat.apply()
+    if resume is not None:
+        compare_dir = Path(resume)
+        if not (compare_dir / "compare.json").is_file():
+            raise RunError(f"{compare_dir}: not a comparison folder (no compare.json)")
+        config = CompareConfig.from_dict(read_json(compare_dir / "compare.json"))
+    elif config is None:
+        raise ValueError("run_compare needs a config or resume")
+    prepared = prepare_data(config.data, data_dir=data_dir, progress=progress)
+    space = adapt_space(config.space, prepared)
+    jobs = compare_jobs(config, prepared)
+    if resume is None:
+        compare_dir = new_run_dir(output_dir, f"{config.data.dataset}-compare")
+        write_json(compare_dir / "compare.json", config.to_dict())
+        write_json(compare_dir / "versions.json", package_versions())
+    logger.info("comparison folder %s: %d runs (%s x %d seed(s) x %d fold(s))", compare_dir, len(jobs),
+                ", ".join(config.methods), len(config.seeds), len({j.fold for j in jobs}))  # type: ignore[arg-type]
+
+    # HOOK (web UI): the loop below runs the jobs one after another in this process. A runner
+    # that shows each job as a trial of an NNI experiment (strategies.webui.run_jobs_as_trials,
+    # being added separately) can take `jobs` instead; each job only needs run_fold on
+    # compare_dir / job.run_name, and the report below reads whatever finished.
+    started = time.perf_counter()
+    done = 0
+    for number, job in enumerate(jobs, 1):
+        run_dir = compare_dir / job.run_name
+        if not (run_dir / "config.json").is_file():
+            write_json(run_dir / "config.json", job.config.to_dict())
+        if (run_dir / f"fold-{job.fold}" / "metrics.json").is_file():
+            logger.info("[%d/%d] %s fold %d already finished: skipped", number, len(jobs), job.run_name, job.fold)
+            continue
+        logger.info("[%d/%d] %s fold %d", number, len(jobs), job.run_name, job.fold)
+        run_fold(job.config, prepared, space, prepared.folds[job.fold], run_dir, trainer_kwargs)
+        done += 1
+    logger.info("%d run(s) done in %.0f s (%d already finished)", done, time.perf_counter() - started,
+                len(jobs) - done)
+    for run_name, run_config in {j.run_name: j.config for j in jobs}.items():
+        _write_run_summary(compare_dir / run_name, run_config, prepared)
+    report = build_report(compare_dir)
+    return compare_dir, report
+
+
+def _write_run_summary(run_dir: Path, config: RunConfig, prepared: PreparedData) -> None:
+    """``summary.json`` of a sub-run, as :func:`strategies.pipeline.run_pipeline` writes it."""
+    metrics = _fold_metrics(run_dir)
+    if not metrics:
+        return
+    summary = {"method": config.method, "dataset": prepared.config.dataset, "classes": list(prepared.classes),
+               "per_fold": [{k: m[k] for k in ("fold", "test_ua", "test_wa", "test_f1", "parameters",
+                                                 "search_seconds", "retrain_seconds")} for m in metrics],
+               **summarize_folds(metrics)}
+    write_json(run_dir / "summary.json", summary)
+
+
+def _fold_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    folders = sorted((p for p in run_dir.glob("fold-*") if (p / "metrics.json").is_file()),
+                     key=lambda p: int(p.name.split("-")[1]))
+    return [read_json(p / "metrics.json") for p in folders]
+
+
+# ----------------------------------------------------------------------------- report
+
+_RESULT_COLUMNS = ("method", "kind", "seed", "fold", "test_ua", "test_wa", "test_f1", "val_ua", "parameters",
+                   "search_seconds", "retrain_seconds", "run")
+
+
+def _kind(method: str) -> str:
+    if method.startswith("baseline-"):
+        return "hand-designed"
+    try:
+        return "one-shot" if get_strategy(method).kind == "oneshot" else "multi-trial"
+    except ValueError:
+        return "unknown"
+
+
+def _budget(run_config: dict[str, Any], method: str) -> str:
+    if method.startswith("baseline-"):
+        return "no search"
+    search = run_config["search"]
+    if _kind(method) == "multi-trial":
+        return f"{search['trials']} trials x {search['trial_epochs']} epochs"
+    return f"{search['epochs']} epochs"
+
+
+def build_report(compare_dir: str | Path) -> dict[str, Any]:
+    """Rebuild the comparison report from the run folders' ``metrics.json`` files.
+
+    Reads every ``<method>-seed<s>/fold-<k>/metrics.json`` under ``compare_dir`` and writes
+    ``results.csv`` (one row per run), ``table.csv`` and ``table.md`` (per method: mean and
+    sample standard deviation over seeds x folds), ``report.json`` and the figures. Unfinished
+    runs are listed as missing. Returns the report dictionary.
+    """
+    import pandas as pd
+
+    compare_dir = Path(compare_dir)
+    if not (compare_dir / "compare.json").is_file():
+        raise RunError(f"{compare_dir}: not a comparison folder (no compare.json)")
+    config = CompareConfig.from_dict(read_json(compare_dir / "compare.json"))
+
+    rows: list[dict[str, Any]] = []
+    searches: dict[str, list[dict[str, Any]]] = {}
+    budgets: dict[str, str] = {}
+    for run_dir in sorted(p for p in compare_dir.iterdir() if p.is_dir() and (p / "config.json").is_file()):
+        run_config = read_json(run_dir / "config.json")
+        method = f"baseline-{run_config['baseline']}" if run_config.get("baseline") else run_config["search"]["strategy"]
+        seed = int(run_config["retrain"]["seed"])
+        budgets.setdefault(method, _budget(run_config, method))
+        for metrics in _fold_metrics(run_dir):
+            rows.append({"method": method, "kind": _kind(method), "seed": seed, "fold": int(metrics["fold"]),
+                         **{k: metrics.get(k) for k in ("test_ua", "test_wa", "test_f1", "val_ua", "parameters",
+                                                        "search_seconds", "retrain_seconds")},
+                         "run": f"{run_dir.name}/fold-{metrics['fold']}"})
+            search_file = run_dir / f"fold-{metrics['fold']}" / "search.json"
+            if search_file.is_file():
+                search = read_json(search_file)
+                searches.setdefault(method, []).append({"seed": seed, "fold": int(metrics["fold"]),
+                                                        "history": search.get("history") or [],
+                                                        "experiment_id": search.get("experiment_id")})
+
+    order = list(config.methods) + sorted({r["method"] for r in rows} - set(config.methods))
+    rows.sort(key=lambda r: (order.index(r["method"]), r["seed"], r["fold"]))
+    results = pd.DataFrame(rows, columns=list(_RESULT_COLUMNS))
+    atomic_write(compare_dir / "results.csv", lambda h: results.to_csv(h, index=False))
+
+    table_rows = []
+    for method in order:
+        metrics = [r for r in rows if r["method"] == method]
+        if not metrics:
+            continue
+        summary = summarize_folds(metrics)
+        table_rows.append({
+            "method": method, "kind": _kind(method), "budget": budgets.get(method, ""), "runs": len(metrics),
+            **{f"{key}_{stat}": summary[key][stat]
+               for key in ("test_ua", "test_wa", "test_f1", "parameters", "search_seconds", "retrain_seconds")
+               for stat in ("mean", "std")},
+        })
+    table = pd.DataFrame(table_rows)
+    atomic_write(compare_dir / "table.csv", lambda h: table.to_csv(h, index=False))
+    missing = _missing_runs(compare_dir, config, rows)
+    expected = len(rows) + len(missing)
+    markdown = markdown_table(table_rows)
+    dataset = config.data.dataset
+    folds_text = "all folds" if config.folds is None else f"fold(s) {', '.join(map(str, config.folds))}"
+    header = (f"Test UA / WA on {dataset}, {folds_text}, seed(s) {', '.join(map(str, config.seeds))}: "  # type: ignore[arg-type]
+              f"mean +- sample std over seeds x folds; seconds are wall-clock means per run.\n\n")
+    note = "" if not missing else f"\nUnfinished runs: {', '.join(missing)}\n"
+    text = header + markdown + note
+    atomic_write(compare_dir / "table.md", lambda h: h.write(text.encode()))
+
+    figures = []
+    try:
+        figures.append(str(_plot_ua_vs_cost(table_rows, compare_dir / "ua_vs_cost.png")))
+        figures.append(str(_plot_validation_curves(searches, compare_dir / "validation_curves.png")))
+        figures.extend(str(p) for p in _draw_found_cells(compare_dir, rows))
+    except Exception as error:  # a picture must never fail a report
+        logger.warning("could not draw the comparison figures: %s", error)
+
+    report = {"compare_dir": str(compare_dir), "dataset": dataset, "runs": len(rows), "expected_runs": expected,
+              "missing": missing, "table": table_rows, "markdown": markdown, "figures": figures,
+              "nni_experiments": {m: [s["experiment_id"] for s in v if s["experiment_id"]] for m, v in searches.items()
+                                  if any(s["experiment_id"] for s in v)}}
+    write_json(compare_dir / "report.json", report)
+    return report
+
+
+def _missing_runs(compare_dir: Path, config: CompareConfig, rows: list[dict[str, Any]]) -> list[str]:
+    if config.folds is None:
+        folds: set[int] = {r["fold"] for r in rows}
+        if not folds:
+            return []
+    else:
+        folds = set(config.folds)
+    have = {(r["method"], r["seed"], r["fold"]) for r in rows}
+    return [f"{m}-seed{s}/fold-{f}" for m in config.methods for s in config.seeds  # type: ignore[union-attr]
+            for f in sorted(folds) if (m, s, f) not in have]
+
+
+def _format_mean_std(mean: float | None, std: float | None, digits: int = 3, scale: float = 1.0) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    return f"{mean * scale:.{digits}f} ± {(std or 0.0) * scale:.{digits}f}"
+
+
+def markdown_table(table_rows: Sequence[dict[str, Any]]) -> str:
+    """The per-method table in Markdown (UA / WA as fractions, mean ± sample std)."""
+    lines = ["| method | kind | search budget | runs | test UA | test WA | test F1 | parameters | search s | retrain s |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in table_rows:
+        lines.append(
+            f"| {row['method']} | {row['kind']} | {row['budget']} | {row['runs']} "
+            f"| {_format_mean_std(row['test_ua_mean'], row['test_ua_std'])} "
+            f"| {_format_mean_std(row['test_wa_mean'], row['test_wa_std'])} "
+            f"| {_format_mean_std(row['test_f1_mean'], row['test_f1_std'])} "
+            f"| {row['parameters_mean']:,.0f} "
+            f"| {_format_mean_std(row['search_seconds_mean'], row['search_seconds_std'], digits=0)} "
+            f"| {_format_mean_std(row['retrain_seconds_mean'], row['retrain_seconds_std'], digits=0)} |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- figures
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    return atomic_write(path, lambda h: fig.savefig(h, format="png", bbox_inches="tight"))
+
+
+def _plot_ua_vs_cost(table_rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Test UA against search seconds, one point per method, error bars = std over runs."""
+    fig = _figure(6.0, 4.0)
+    ax = fig.add_subplot()
+    for row in table_rows:
+        marker = "s" if row["kind"] == "hand-designed" else "o" if row["kind"] == "one-shot" else "^"
+        ax.errorbar(row["search_seconds_mean"], row["test_ua_mean"], xerr=row["search_seconds_std"],
+                    yerr=row["test_ua_std"], fmt=marker, capsize=4, label=f"{row['method']} ({row['runs']})")
+    ax.set_xlabel("search time per run (s)")
+    ax.set_ylabel("test UA")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("test UA vs search cost (mean ± std over seeds x folds)", fontsize=9)
+    return _save(fig, path)
+
+
+def _plot_validation_curves(searches: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """Left: per-epoch validation UA of one-shot searches; right: multi-trial trial finals."""
+    fig = _figure(10.0, 3.6)
+    oneshot, multi = fig.subplots(1, 2)
+    colors = {m: f"C{i}" for i, m in enumerate(searches)}
+    for method, runs in searches.items():
+        for number, run in enumerate(runs):
+            history = run["history"]
+            label = method if number == 0 else None
+            if history and "epoch" in history[0]:
+                oneshot.plot([e["epoch"] + 1 for e in history], [_nan(e.get("val_ua")) for e in history],
+                             "-o", markersize=3, color=colors[method], alpha=0.8, label=label)
+            elif history:
+                finals = [_nan((e.get("final") or {}).get("default") if isinstance(e.get("final"), dict)
+                               else e.get("final")) for e in history]
+                trials = np.arange(1, len(finals) + 1)
+                multi.plot(trials, finals, "o", markersize=4, color=colors[method], alpha=0.8, label=label)
+                multi.plot(trials, np.fmax.accumulate(np.nan_to_num(finals, nan=-np.inf)), "-",
+                           color=colors[method], alpha=0.5)
+    oneshot.set_title("one-shot: validation UA per search epoch", fontsize=9)
+    oneshot.set_xlabel("epoch")
+    multi.set_title("multi-trial: final validation UA per trial (line: best so far)", fontsize=9)
+    multi.set_xlabel("trial")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (oneshot, multi):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("validation UA")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _nan(value: Any) -> float:
+    try:
+        return float(value) if value is not None else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _draw_found_cells(compare_dir: Path, rows: Sequence[dict[str, Any]]) -> list[Path]:
+    """``cells_<method>.png``: the architecture of each method's first run (lowest seed, fold)."""
+    from ser_space import draw_cells, load_architecture
+
+    paths = []
+    first: dict[str, str] = {}
+    for row in rows:  # sorted by method, seed, fold
+        first.setdefault(row["method"], row["run"])
+    for method, run in first.items():
+        path = compare_dir / f"cells_{method}.png"
+        draw_cells(load_architecture(compare_dir / run / "architecture.json"), path)
+        paths.append(path)
+    return paths
+
+
+# ----------------------------------------------------------------------------- command line
+
+def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``compare`` subcommand to the ``ser-nas`` subparsers."""
+    from .cli import SPACE_PRESETS, _add_data_flags
+    from .cli_fields import add_config_flags
+
+    defaults = CompareConfig()
+    parser = subparsers.add_parser(
+        "compare", help="compare NAS strategies (+ a hand-designed baseline) under equal search budgets",
+        description="Run every strategy x seed x fold with equal search budgets, retrain each found "
+                    "architecture with the same settings, test it, and write a report (results.csv, "
+                    "table.md, table.csv, figures) into one comparison folder.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--strategies", default=",".join(defaults.strategies),
+                        help="registered strategies, comma separated")
+    parser.add_argument("--seeds", default="1",
+                        help="number of seeds N (seeds 0..N-1), or a comma-separated list such as 3,7")
+    parser.add_argument("--folds", default="0", help="fold indices, comma separated, or 'all'")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs,
+                        help="search budget: one-shot supernet epochs; multi-trial strategies get "
+                             "round(2 * epochs / trial-epochs) trials")
+    parser.add_argument("--trial-epochs", type=int, default=defaults.trial_epochs,
+                        help="multi-trial: training epochs per trial")
+    parser.add_argument("--baseline", default=defaults.baseline,
+                        help=f"hand-designed baseline row ({', '.join(BASELINES)}) or 'none'")
+    parser.add_argument("--space", default="tiny", choices=SPACE_PRESETS, help="search space preset")
+    parser.add_argument("--output", default="runs", help="where the comparison folder is created")
+    parser.add_argument("--resume", default=None, metavar="COMPARE_DIR",
+                        help="finish an interrupted comparison: skip finished runs, run the rest "
+                             "(its compare.json gives every setting)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--verbose", action="store_true", help="debug logging, NNI's included")
+    _add_data_flags(parser)
+    add_config_flags(parser, TrainConfig, prefix="search-train-", group_title="weight training during search",
+                     skip=("max_epochs", "seed"))
+    add_config_flags(parser, TrainConfig, prefix="retrain-", group_title="retraining (the same for every run)",
+                     skip=("seed",))
+    return parser
+
+
+def _parse_seeds(text: str) -> tuple[int, ...] | int:
+    text = text.strip()
+    try:
+        if "," in text:
+            return tuple(int(v) for v in text.split(",") if v.strip())
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: expected a count N or comma-separated seeds") from None
+
+
+def compare_config_from_args(args: argparse.Namespace) -> CompareConfig:
+    """The :class:`CompareConfig` of parsed ``compare`` arguments."""
+    from .cli import _data_config, _folds, _space_preset
+    from .cli_fields import config_from_flags
+
+    defaults = CompareConfig()
+    baseline = None if str(args.baseline).lower() in ("none", "") else args.baseline
+    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
+    return CompareConfig(strategies=strategies, seeds=_parse_seeds(args.seeds), folds=_folds(args.folds),
+                         baseline=baseline, epochs=args.epochs, trial_epochs=args.trial_epochs,
+                         data=_data_config(args), space=_space_preset(args.space),
+                         search_train=config_from_flags(defaults.search_train, args, prefix="search_train_"),
+                         retrain=config_from_flags(defaults.retrain, args, prefix="retrain_"))
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``ser-nas compare``: run (or resume) a comparison and print its Markdown table."""
+    started = time.perf_counter()
+    if args.resume:
+        compare_dir, report = run_compare(None, data_dir=args.data_dir, resume=args.resume, progress=not args.quiet)
+    else:
+        compare_dir, report = run_compare(compare_config_from_args(args), output_dir=args.output,
+                                          data_dir=args.data_dir, progress=not args.quiet)
+    print(f"comparison folder: {compare_dir}")
+    print(report["markdown"], end="")
+    if report["missing"]:
+        print(f"unfinished runs: {', '.join(report['missing'])}")
+    print(f"total time {time.perf_counter() - started:.0f} s")
+    return 0
