@@ -42,7 +42,7 @@ from strategies import compat
 from strategies.baselines import hand_designed_architecture
 from strategies.data.features import FeatureConfig
 from strategies.data.prepare import DataConfig, prepare_data
-from strategies.evaluator import SERModule, TrainConfig, evaluate_model, make_lightning
+from strategies.evaluator import SERModule, evaluate_model, make_lightning
 from strategies.pipeline import RunConfig, adapt_space, fold_datasets
 
 logger = logging.getLogger("benchmarks.selection_bias")

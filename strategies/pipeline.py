@@ -42,7 +42,7 @@ from ser_space import (SpaceConfig, build_model, count_parameters, draw_cells, e
 from . import compat
 from .baselines import hand_designed_architecture
 from .data.dataset import FeatureDataset
-from .data.features import FeatureConfig, Normalizer
+from .data.features import Normalizer
 from .data.folds import Fold
 from .data.prepare import DataConfig, PreparedData, prepare_data
 from .evaluator import SERModule, TrainConfig, evaluate_model, make_lightning

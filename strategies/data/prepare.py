@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from .features import FeatureConfig, extract_features
 from .features import _locked  # the feature cache's fcntl lock
 from .folds import Fold, default_protocol, load_folds, make_folds, save_folds
 from .synthetic import SyntheticConfig, ensure_synthetic_corpus, load_synthetic_manifest
+from ..runs import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -144,19 +144,6 @@ class PreparedData:
         return np.load(self.features_path, mmap_mode="r")
 
 
-def _atomic_write(path: Path, write: Any, suffix: str = "") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _load_raw_manifest(config: DataConfig) -> pd.DataFrame:
     if config.dataset == SYNTHETIC:
         root = ensure_synthetic_corpus(config.root, SyntheticConfig(**dict(config.options)))
@@ -236,9 +223,9 @@ def _build_prepared(config: DataConfig, data_dir: Path, folder: Path, progress: 
     array = np.asarray(feature_set.features, dtype=np.float32)
 
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(folder / "manifest.csv", lambda h: manifest.to_csv(h, index=False))
+    atomic_write(folder / "manifest.csv", lambda h: manifest.to_csv(h, index=False))
     save_folds(folds, folder / "folds.json", metadata={"dataset": config.dataset})
-    _atomic_write(folder / "features.npy", lambda h: np.save(h, array))
+    atomic_write(folder / "features.npy", lambda h: np.save(h, array))
     summary = summarize(manifest)
     record = {
         "format": _FORMAT,
@@ -249,7 +236,7 @@ def _build_prepared(config: DataConfig, data_dir: Path, folder: Path, progress: 
         "num_folds": len(folds),
         "summary": summary,
     }
-    _atomic_write(stamp, lambda h: h.write(json.dumps(record, indent=2, default=str).encode()))
+    atomic_write(stamp, lambda h: h.write(json.dumps(record, indent=2, default=str).encode()))
     logger.info("prepared %d utterances, %d folds in %s", len(manifest), len(folds), folder)
     return PreparedData(folder, config, manifest, tuple(folds), classes, folder / "features.npy")
 
