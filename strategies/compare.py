@@ -213,7 +213,7 @@ def compare_jobs(config: CompareConfig, prepared: PreparedData) -> list[CompareJ
 
 def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", data_dir: str | Path | None = None,
                 resume: str | Path | None = None, progress: bool = True,
-                trainer_kwargs: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+                trainer_kwargs: dict[str, Any] | None = None, webui: bool = False) -> tuple[Path, dict[str, Any]]:
     """Run (or resume) a comparison; see the module docstring.
 
     Parameters
@@ -228,6 +228,9 @@ def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", d
         An existing comparison folder: finished (method, seed, fold) runs are kept, the rest run.
     trainer_kwargs
         Passed to Lightning's Trainer in every search and retraining.
+    webui
+        Afterwards, show every finished run as a trial of one NNI experiment
+        (:func:`publish_to_webui`; the CLI does this unless ``--no-webui``).
 
     Returns
     -------
@@ -272,7 +275,38 @@ def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", d
     for run_name, run_config in {j.run_name: j.config for j in jobs}.items():
         _write_run_summary(compare_dir / run_name, run_config, prepared)
     report = build_report(compare_dir)
+    if webui:
+        report["webui"] = publish_to_webui(compare_dir)
     return compare_dir, report
+
+
+def publish_to_webui(compare_dir: str | Path, port: int = 0, concurrency: int = 4) -> dict[str, Any]:
+    """Show every finished run of a comparison together, as the trials of one NNI experiment.
+
+    Each trial replays one run folder (:mod:`strategies.trial_job`, kind ``replay``): the
+    retraining's validation curve as intermediate results, the test figures as the final
+    result; its trial parameter names the run (``job`` = ``<method>-seed<s>-fold<k>``). The
+    experiment lives in ``compare_dir/webui/nni/<id>``; ``ser-nas view compare_dir`` reopens
+    it. Returns ``{"experiment_id", "experiment_dir", "trials"}`` (also in ``webui.json``).
+    """
+    from .webui import run_jobs_as_trials
+
+    compare_dir = Path(compare_dir)
+    folders = sorted(p.parent for p in compare_dir.glob("*-seed*/fold-*/metrics.json"))
+    if not folders:
+        raise RunError(f"{compare_dir}: no finished run to show")
+    jobs = [{"id": f"{folder.parent.name}-fold{folder.name.split('-')[1]}", "kind": "replay",
+             "fold_dir": str(folder.resolve()), "label": f"{folder.parent.name}/{folder.name}"}
+            for folder in folders]
+    results = run_jobs_as_trials(jobs, compare_dir / "webui", port=port,
+                                 experiment_name=f"ser-nas compare {compare_dir.name}",
+                                 concurrency=max(1, min(concurrency, len(jobs))))
+    info = {"experiment_id": results[0]["experiment_id"], "experiment_dir": results[0]["experiment_dir"],
+            "trials": {r["job"]: r["trial_id"] for r in results}}
+    write_json(compare_dir / "webui.json", info)
+    logger.info("all %d runs are trials of NNI experiment %s: ser-nas view %s", len(jobs), info["experiment_id"],
+                compare_dir)
+    return info
 
 
 def _write_run_summary(run_dir: Path, config: RunConfig, prepared: PreparedData) -> None:
@@ -551,6 +585,8 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
                              "(its compare.json gives every setting)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--verbose", action="store_true", help="debug logging, NNI's included")
+    parser.add_argument("--webui", action=argparse.BooleanOptionalAction, default=True,
+                        help="show all runs together as the trials of one NNI experiment (ser-nas view DIR)")
     _add_data_flags(parser)
     add_config_flags(parser, TrainConfig, prefix="search-train-", group_title="weight training during search",
                      skip=("max_epochs", "seed"))
@@ -588,13 +624,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """``ser-nas compare``: run (or resume) a comparison and print its Markdown table."""
     started = time.perf_counter()
     if args.resume:
-        compare_dir, report = run_compare(None, data_dir=args.data_dir, resume=args.resume, progress=not args.quiet)
+        compare_dir, report = run_compare(None, data_dir=args.data_dir, resume=args.resume, progress=not args.quiet,
+                                          webui=args.webui)
     else:
         compare_dir, report = run_compare(compare_config_from_args(args), output_dir=args.output,
-                                          data_dir=args.data_dir, progress=not args.quiet)
+                                          data_dir=args.data_dir, progress=not args.quiet, webui=args.webui)
     print(f"comparison folder: {compare_dir}")
     print(report["markdown"], end="")
     if report["missing"]:
         print(f"unfinished runs: {', '.join(report['missing'])}")
+    if "webui" in report:
+        print(f"all runs in the NNI web UI: experiment {report['webui']['experiment_id']} "
+              f"(reopen with: ser-nas view {compare_dir})")
     print(f"total time {time.perf_counter() - started:.0f} s")
     return 0

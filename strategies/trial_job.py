@@ -15,6 +15,10 @@ Job kinds
     architecture (``genotype``: best or last validation UA) as the final result, in the
     shared evaluator's format (``default`` = UA, ``val_wa``, ``val_f1``, ``val_loss``). The
     result file holds the :class:`~strategies.search.SearchResult`.
+``replay``
+    A finished run folder (``fold_dir``), shown as a trial: its retraining's per-epoch
+    validation figures as intermediate results and its recorded test figures as the final
+    result (``ser-nas compare`` shows all its runs together in one experiment this way).
 
 Why the reports do not go through ``nni.report_*_result``: NNI 3.0 runs a one-shot strategy
 in its sequential execution engine, which swaps in its own trial command channel for the
@@ -64,8 +68,12 @@ class TrialReporter:
     def _send(self, kind: str, entry: dict[str, Any], sequence: int) -> None:
         from .evaluator import _nni_metric
 
+        self.send(kind, _nni_metric(entry), sequence)
+
+    def send(self, kind: str, value: dict[str, float], sequence: int) -> None:
+        """Send one metric dict (``default`` is what the web UI plots) as PERIODICAL or FINAL."""
         self.channel.send_metric(type=kind, parameter_id=self.parameter_id, trial_job_id=self.trial_job_id,
-                                 sequence=sequence, value=_nni_metric(entry))
+                                 sequence=sequence, value=value)
 
 
 #: Set by :func:`main` while a job runs in an NNI trial.
@@ -160,7 +168,36 @@ def _ua(entry: dict[str, Any]) -> float:
     return float("-inf") if value is None or value != value else float(value)
 
 
-_KINDS = {"search": _run_search}
+def _run_replay(job: dict[str, Any]) -> dict[str, Any]:
+    """Show a finished run (one fold folder) as this trial: its retraining curve, its test figures.
+
+    Intermediate results are the retraining's per-epoch validation figures (``retrain.csv``,
+    ``default`` = validation UA); the final result is the test fold's, as recorded in
+    ``metrics.json`` (``default`` = test UA). Nothing is trained or evaluated again.
+    """
+    import pandas as pd
+
+    from .runs import RunError, read_json
+
+    folder = Path(job["fold_dir"])
+    metrics = read_json(folder / "metrics.json")
+    history_path = folder / "retrain.csv"
+    if not history_path.is_file():
+        raise RunError(f"{history_path}: no such file")
+    history = pd.read_csv(history_path).to_dict(orient="records")
+    if _reporter is not None:
+        for sequence, entry in enumerate(history):
+            _reporter.send("PERIODICAL", {"default": float(entry["val_ua"]), "val_wa": float(entry["val_wa"]),
+                                          "val_f1": float(entry["val_f1"]), "val_loss": float(entry["val_loss"])},
+                           sequence)
+        _reporter.send("FINAL", {"default": float(metrics["test_ua"]), "test_wa": float(metrics["test_wa"]),
+                                 "test_f1": float(metrics["test_f1"]),
+                                 "parameters": float(metrics["parameters"]),
+                                 "search_seconds": float(metrics["search_seconds"])}, 0)
+    return {"run": job.get("label", str(folder)), "test_ua": metrics["test_ua"], "epochs": len(history)}
+
+
+_KINDS = {"search": _run_search, "replay": _run_replay}
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:

@@ -286,7 +286,8 @@ def view(path: str | Path, port: int = 8080, timeout: float | None = None, exper
     timeout : float, optional
         Stop after this many seconds; None serves until Ctrl-C.
     experiment : str, optional
-        Which experiment id to serve when there are several (default: the first, sorted by path).
+        Which experiment id to serve when there are several (default: for a comparison folder
+        the one of all its runs, ``webui.json``; otherwise the first, sorted by path).
     on_ready : callable, optional
         Called with the running :class:`ViewServer` and every experiment folder found (the
         CLI prints the URL and the list).
@@ -297,6 +298,12 @@ def view(path: str | Path, port: int = 8080, timeout: float | None = None, exper
         The experiment folder served.
     """
     experiments = find_experiments(path)
+    summary = Path(path) / "webui.json"
+    if experiment is None and summary.is_file():
+        # a comparison folder: open the experiment that shows all its runs together
+        from .runs import read_json
+
+        experiment = str(read_json(summary).get("experiment_id") or "") or None
     chosen = _select(experiments, experiment, path)
     with ViewServer(chosen, port) as server:
         logger.debug("serving %s at %s", chosen, server.url)

@@ -220,3 +220,35 @@ def test_resume_redoes_only_the_missing_run(tiny_comparison: tuple[Path, str], t
     assert report["missing"] == [] and report["runs"] == 3
     table = _check_table_against_run_folders(compare_dir)
     assert list(table["method"]) == ["darts", "random", "baseline-cnn_lstm"]
+
+
+@pytest.mark.slow
+def test_all_runs_are_trials_of_one_nni_experiment(tiny_comparison: tuple[Path, str]) -> None:
+    """publish_to_webui: every finished run is one SUCCEEDED trial; its final result is its test UA."""
+    import json
+    import sqlite3
+
+    from strategies.compare import publish_to_webui
+    from strategies.webui import find_experiments
+
+    compare_dir, printed = tiny_comparison
+    assert "all runs in the NNI web UI: experiment" in printed  # the CLI publishes by default
+    info = publish_to_webui(compare_dir)
+    runs = sorted(p.parent for p in compare_dir.glob("*-seed*/fold-*/metrics.json"))
+    assert len(info["trials"]) == len(runs) >= 3
+    experiment_dir = Path(info["experiment_dir"])
+    assert experiment_dir in find_experiments(compare_dir)
+    with sqlite3.connect(f"file:{experiment_dir / 'db' / 'nni.sqlite'}?mode=ro", uri=True) as db:
+        events = list(db.execute("SELECT trialJobId, event FROM TrialJobEvent"))
+        rows = list(db.execute("SELECT trialJobId, type, data FROM MetricData"))
+    succeeded = {trial for trial, event in events if event == "SUCCEEDED"}
+    assert succeeded == set(info["trials"].values())
+    finals = {trial: json.loads(json.loads(data))["default"] for trial, kind, data in rows if kind == "FINAL"}
+    for folder in runs:
+        job = f"{folder.parent.name}-fold{folder.name.split('-')[1]}"
+        recorded = json.loads((folder / "metrics.json").read_text())["test_ua"]
+        assert finals[info["trials"][job]] == pytest.approx(recorded)
+        epochs = len(pd.read_csv(folder / "retrain.csv"))
+        periodic = [r for r in rows if r[0] == info["trials"][job] and r[1] == "PERIODICAL"]
+        assert len(periodic) == epochs
+    assert json.loads((compare_dir / "webui.json").read_text())["experiment_id"] == experiment_dir.name
