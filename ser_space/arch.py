@@ -174,16 +174,27 @@ def save_architecture(path: str | os.PathLike[str], sample: dict[str, Any],
     """Validate and write an architecture file atomically (temp file, then ``os.replace``)."""
     path = Path(path)
     text = json.dumps(export_architecture(sample, config, meta), indent=2) + "\n"
+    write_atomically(path, lambda stream: stream.write(text.encode("utf-8")))
+    _logger.info("saved architecture to %s", path)
+    return path
+
+
+def write_atomically(path: str | os.PathLike[str], write: Any) -> Path:
+    """Call ``write(binary_stream)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    ``path`` is either its old self or complete, never half-written; the temporary file is
+    removed if anything fails.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    _logger.info("saved architecture to %s", path)
     return path
 
 

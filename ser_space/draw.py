@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .arch import Architecture, validate_architecture
+from .arch import Architecture, validate_architecture, write_atomically
 from .cells import NUM_OPS_PER_NODE, NUM_PREDECESSORS, SEQ_NUM_OPS_PER_NODE, SEQ_NUM_PREDECESSORS
 from .config import SpaceConfig
 
@@ -104,15 +103,6 @@ def draw_cells(arch: Architecture, path: str | os.PathLike[str]) -> Path:
         _draw_dag(ax, title, inputs, num_nodes, output, edges)
     figure.tight_layout()
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(handle)
-    try:
-        figure.savefig(temp, format="png", dpi=110)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    path = write_atomically(path, lambda stream: figure.savefig(stream, format="png", dpi=110))
     _logger.info("drew cells to %s", path)
     return path

@@ -39,13 +39,20 @@ class RunError(ValueError):
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call ``write(handle)`` on a temporary file beside ``path``, then rename it to ``path``."""
+    """Call ``write(handle)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    The one atomic writer of ``strategies`` (run folders, prepared data, folds, the feature
+    cache index): a unique temporary name in the same folder, fsync, ``os.replace``; the
+    temporary file is removed if anything fails, so ``path`` is either old or complete.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())  # the data is on disk before the name points to it
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -34,6 +34,7 @@ import pandas as pd
 
 from strategies.data.audio import read_audio, resample
 from strategies.data.errors import DataError
+from strategies.runs import atomic_write
 
 __all__ = [
     "FeatureConfig",
@@ -455,20 +456,6 @@ def _read_index(folder: Path, config: FeatureConfig) -> tuple[dict[str, Any], np
     return index, array
 
 
-def _atomic_write_bytes(path: Path, write: Any) -> None:
-    """Write via a unique temporary name in the same folder, then os.replace."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _extract_one(job: tuple[int, str, FeatureConfig]) -> tuple[int, np.ndarray, int]:
     """Worker: read one file and compute its features (module-level so it pickles)."""
     position, path, config = job
@@ -634,7 +621,7 @@ def extract_features(
             "rows": entries,
         }
         payload = json.dumps(index, indent=1, sort_keys=True).encode("utf-8")
-        _atomic_write_bytes(folder / _INDEX, lambda handle: handle.write(payload))
+        atomic_write(folder / _INDEX, lambda handle: handle.write(payload))
         # Old data files: readers that memmapped them keep their open mapping (POSIX unlink).
         for stale in folder.glob("features-*.npy"):
             if stale.name != data_name:

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ import pandas as pd
 
 from strategies.data.corpora import UNKNOWN_SPEAKER, get_corpus
 from strategies.data.errors import DataError
+from strategies.runs import atomic_write
 
 __all__ = [
     "FOLDS_FORMAT",
@@ -411,15 +410,8 @@ def save_folds(
         "metadata": dict(metadata or {}),
         "folds": [asdict(fold) for fold in folds],
     }
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(document, stream, indent=1)
-            stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    text = json.dumps(document, indent=1) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
     return path
 
 
