@@ -20,7 +20,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from .evaluator import SERModule
+from .evaluator import SERModule, predict_logits
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +64,10 @@ def darts_genotype(pl_module: Any) -> dict[str, Any]:
     return genotype
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
+    """A choice value as plain JSON data (tensors and numpy scalars -> Python, tuples -> lists)."""
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_value(v) for v in value]
     if hasattr(value, "item"):
         return value.item()
     return value
@@ -81,24 +82,15 @@ class EpochValidation(pl.Callback):
         self.training_module = training_module
         self.fix_exported_path = fix_exported_path
         self.differentiable = differentiable
-        self.architectures: list[dict[str, Any]] = []  # exported architecture per epoch
 
     @torch.no_grad()
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         exported = darts_genotype(pl_module) if self.differentiable else pl_module.export()
-        arch = {label: _plain(v) for label, v in exported.items()}
+        arch = {label: plain_value(v) for label, v in exported.items()}
         if self.fix_exported_path:
             memo = dict(arch)
             for module in pl_module.supernet_modules():
                 module.resample(memo=memo)
-        model = pl_module.model
-        was_training = model.training
-        model.eval()
-        logits, targets = [], []
-        for x, y in self.val_loader:
-            logits.append(model(x.to(pl_module.device)).float().cpu())
-            targets.append(y)
-        model.train(was_training)
-        self.architectures.append(arch)
-        module = self.training_module
-        module.record_validation(torch.cat(logits), torch.cat(targets), extra={"architecture": arch})
+        logits, targets = predict_logits(pl_module.model, self.val_loader, pl_module.device)
+        self.training_module.record_validation(torch.from_numpy(logits), torch.from_numpy(targets),
+                                               extra={"architecture": arch})

@@ -47,7 +47,7 @@ from .data.folds import Fold
 from .data.prepare import DataConfig, PreparedData, prepare_data
 from .evaluator import SERModule, TrainConfig, evaluate_model, make_lightning
 from .plots import plot_confusion, plot_history
-from .runs import RunError, new_run_dir, package_versions, read_json, save_model_bundle, write_json
+from .runs import RunError, atomic_write, new_run_dir, package_versions, read_json, save_model_bundle, write_json
 from .search import SearchConfig, SearchResult, run_search
 
 logger = logging.getLogger(__name__)
@@ -302,8 +302,6 @@ def _picture(draw: Any, *args: Any, **kwargs: Any) -> None:
 def _write_history_csv(path: Path, history: list[dict[str, Any]]) -> None:
     import pandas as pd
 
-    from .runs import atomic_write
-
     frame = pd.DataFrame([{k: v for k, v in e.items() if k != "architecture"} for e in history])
     atomic_write(path, lambda h: frame.to_csv(h, index=False))
 
@@ -359,8 +357,6 @@ def run_pipeline(config: RunConfig, output_dir: str | Path = "runs", data_dir: s
 
 def _write_results_csv(path: Path, metrics: list[dict[str, Any]]) -> None:
     import pandas as pd
-
-    from .runs import atomic_write
 
     columns = ("fold", "fold_name", "method", "test_ua", "test_wa", "test_f1", "val_ua", "selected_epoch",
                "parameters", "search_seconds", "retrain_seconds")

@@ -16,7 +16,6 @@ multi-trial search to the same number of passes over the training data as a one-
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -28,8 +27,9 @@ from ser_space import SERSpace, SpaceConfig, validate_architecture
 
 from . import compat
 from .evaluator import SERModule, TrainConfig, make_lightning
-from .oneshot import EpochValidation
+from .oneshot import EpochValidation, plain_value
 from .registry import get_strategy
+from .webui import free_port
 from .trial_job import epoch_reporter
 from .training_service import check_oneshot_devices, configure_training_service
 
@@ -132,21 +132,8 @@ class SearchResult:
     best_architecture: dict[str, Any] | None = None  # one-shot: the best validation epoch's architecture
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _plain(sample: dict[str, Any]) -> dict[str, Any]:
-    def convert(value: Any) -> Any:
-        if isinstance(value, (list, tuple)):
-            return [convert(v) for v in value]
-        if hasattr(value, "item"):
-            return value.item()
-        return value
-
-    return {str(k): convert(v) for k, v in sample.items()}
+    return {str(k): plain_value(v) for k, v in sample.items()}
 
 
 def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConfig, train_dataset: Any,
@@ -218,7 +205,7 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
         compat.configure_experiment(experiment, seed=search.seed)
         # local / remote / pass-through service, concurrency, GPUs per trial (after compat: trial Python)
         configure_training_service(experiment, search)
-        port = search.port or _free_port()
+        port = search.port or free_port()
         logger.info("NNI web UI: http://127.0.0.1:%d  (experiment %s, %d trial(s))", port, experiment.id,
                     search.trials)
         experiment.run(port=port)

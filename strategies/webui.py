@@ -301,8 +301,6 @@ def view(path: str | Path, port: int = 8080, timeout: float | None = None, exper
     summary = Path(path) / "webui.json"
     if experiment is None and summary.is_file():
         # a comparison folder: open the experiment that shows all its runs together
-        from .runs import read_json
-
         experiment = str(read_json(summary).get("experiment_id") or "") or None
     chosen = _select(experiments, experiment, path)
     with ViewServer(chosen, port) as server:
