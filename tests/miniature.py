@@ -147,10 +147,21 @@ def _msp_improv_consensus(target: str, position: int) -> str:
 
 def make_msp_improv(root: Path, label_file: str = "Evalution.txt") -> Miniature:
     """Three sessions, two actors each, every target emotion in all four recording types."""
+    return make_msp_improv_sessions(root, sessions=(1, 2, 3), label_file=label_file)
+
+
+def make_msp_improv_sessions(root: Path, sessions: tuple[int, ...] = (1, 2, 3, 4, 5, 6),
+                             label_file: str = "Evaluation.txt") -> Miniature:
+    """Any sessions (the real corpus has six), two actors each, every target emotion in all four
+    recording types.
+
+    ``extra["counts_authors"]`` holds the counts of the authors' protocol (``R`` recordings,
+    target labels): one read sentence per actor and target emotion.
+    """
     lines, index = [], 0
-    counts, targets, reads = Counter(), Counter(), Counter()
+    counts, targets, reads, reads_target = Counter(), Counter(), Counter(), Counter()
     mapping = {"A": "ang", "H": "hap", "S": "sad", "N": "neu"}
-    for session in (1, 2, 3):
+    for session in sessions:
         for gender, other in (("F", "M"), ("M", "F")):
             for target in _MSP_IMPROV_TARGETS:
                 for recording in _MSP_IMPROV_RECORDINGS:
@@ -169,63 +180,26 @@ def make_msp_improv(root: Path, label_file: str = "Evalution.txt") -> Miniature:
                         counts[mapping[label]] += 1
                         if recording == "R":
                             reads[mapping[label]] += 1
-                    targets[mapping[target]] += 1
-                    index += 1
-    (root / label_file).write_text("".join(lines))
-    # a video file and a macOS resource fork beside the audio
-    (root / "Audio" / "session1" / "S01A" / "R" / "._MSP-IMPROV-S01A-F01-R-FM01.wav").write_bytes(
-        b"\x00\x05\x16\x07")
-    (root / "Audio" / "session1" / "S01A" / "R" / "MSP-IMPROV-S01A-F01-R-FM01.avi").write_bytes(
-        b"RIFF")
-    speakers = {f"{g}{s:02d}": g for s in (1, 2, 3) for g in "FM"}
-    return Miniature(
-        name="msp-improv", root=root, counts=dict(counts), speakers=speakers,
-        sessions=("1", "2", "3"),
-        extra={
-            "counts_target": dict(targets),  # label_source="target"
-            "counts_read": dict(reads),  # recordings=("R",)
-            "files": index,
-        },
-    )
-
-
-def make_msp_improv_sessions(root: Path, sessions: tuple[int, ...] = (1, 2, 3, 4, 5, 6),
-                             label_file: str = "Evaluation.txt") -> Miniature:
-    """Like :func:`make_msp_improv`, for any sessions (the real corpus has six).
-
-    ``extra["counts_authors"]`` holds the counts of the authors' protocol (``R`` recordings,
-    target labels): one read sentence per actor and target emotion.
-    """
-    lines, index = [], 0
-    counts, targets, reads, reads_target = Counter(), Counter(), Counter(), Counter()
-    mapping = {"A": "ang", "H": "hap", "S": "sad", "N": "neu"}
-    for session in sessions:
-        for gender, other in (("F", "M"), ("M", "F")):
-            for target in _MSP_IMPROV_TARGETS:
-                for recording in _MSP_IMPROV_RECORDINGS:
-                    key = f"S01{target}-{gender}{session:02d}-{recording}-{gender}{other}01"
-                    write_wav(root / "Audio" / f"session{session}" / f"S01{target}" / recording
-                              / f"MSP-IMPROV-{key}.wav", index)
-                    label = _msp_improv_consensus(target, index)
-                    lines.append(f"UTD-IMPROV-{key}.avi; {label}; A:3.000000; V:2.500000; "
-                                 "D:3.000000 ; N:2.000000;\n")
-                    lines.append(f"UTD-J01; {_MSP_IMPROV_RATER[label]}; Other; A:3.000000; "
-                                 "V:2.000000; D:3.000000; N:2.000000;\n\n")
-                    if label in mapping:
-                        counts[mapping[label]] += 1
-                        if recording == "R":
-                            reads[mapping[label]] += 1
                     if recording == "R":
                         reads_target[mapping[target]] += 1
                     targets[mapping[target]] += 1
                     index += 1
     (root / label_file).write_text("".join(lines))
+    if 1 in sessions:
+        # a video file and a macOS resource fork beside the audio
+        folder = root / "Audio" / "session1" / "S01A" / "R"
+        (folder / "._MSP-IMPROV-S01A-F01-R-FM01.wav").write_bytes(b"\x00\x05\x16\x07")
+        (folder / "MSP-IMPROV-S01A-F01-R-FM01.avi").write_bytes(b"RIFF")
     speakers = {f"{g}{s:02d}": g for s in sessions for g in "FM"}
     return Miniature(
         name="msp-improv", root=root, counts=dict(counts), speakers=speakers,
         sessions=tuple(str(s) for s in sessions),
-        extra={"counts_target": dict(targets), "counts_read": dict(reads),
-               "counts_authors": dict(reads_target), "files": index},
+        extra={
+            "counts_target": dict(targets),  # label_source="target"
+            "counts_read": dict(reads),  # recordings=("R",)
+            "counts_authors": dict(reads_target),  # R recordings, target labels
+            "files": index,
+        },
     )
 
 
