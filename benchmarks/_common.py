@@ -161,6 +161,16 @@ def space_config(name: str) -> Any:
     raise ValueError(f"unknown config {name!r}; use paper or tiny")
 
 
+def start_worker(args: Any) -> Any:
+    """In a worker process: torch threads from ``--threads``, seed 0; returns the space config."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    return space_config(args.config)
+
+
 def common_args(parser: Any, batch_sizes: str) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--batch-sizes", default=batch_sizes, help="comma-separated batch sizes")

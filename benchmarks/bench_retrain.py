@@ -37,10 +37,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
     from ser_space import build_model
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    config = _common.space_config(args.config)
+    config = _common.start_worker(args)
     device = args.device
     arch = architectures(config)[args.arch]
     model = build_model(arch, config).to(device)

@@ -63,10 +63,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    config = _common.space_config(args.config)
+    config = _common.start_worker(args)
     device = args.device
     kind = args.case  # darts-first, darts-second, enas
     batch = int(args.batch_sizes)
@@ -161,11 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(args)))
         return 0
 
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rows = []
+    rows = []  # each case runs in its own worker process, which sets its threads
     for case in args.cases.split(","):
         for batch in args.batch_sizes.split(","):
             forwarded = ["--device", args.device, "--batch-sizes", batch, "--repeats", str(args.repeats),
