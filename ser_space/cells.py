@@ -80,15 +80,15 @@ class Stem(nn.Sequential):
 
         x (B, in_channels, n_mfcc, frames) -> Conv(3x3, pad 1) -> BN -> (B, 3C, n_mfcc, frames)
 
-    With ``channels_last`` (off by default) the output is in channels-last memory layout
-    (same values, same shape) and every later CNN op inherits it: depthwise convolutions
-    and pooling run several times faster in it with oneDNN on CPU, but torch 2.13's CPU
-    path aborted ("double free or corruption") in the backward pass of a tiny-space DARTS
-    search, so it is opt-in, for GPU trials (``model.stem.channels_last = True``); see
-    docs/performance.md. Not an architecture or config field: it changes speed only.
+    The output is in channels-last memory layout on CPU (same values, same shape) and
+    every later CNN op inherits it: oneDNN's depthwise convolutions, 1x1 convolutions
+    and pooling run several times faster in it than in NCHW on CPU (docs/performance.md).
+    ``channels_last``: ``None`` (default) for channels-last on CPU only, ``True`` for
+    every device, ``False`` for never. Not an architecture or config field: it changes
+    speed only (``model.stem.channels_last = False`` turns it off).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, channels_last: bool = False) -> None:
+    def __init__(self, in_channels: int, out_channels: int, channels_last: bool | None = None) -> None:
         super().__init__(
             nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(out_channels),
@@ -97,7 +97,7 @@ class Stem(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = super().forward(x)
-        if self.channels_last:
+        if self.channels_last or (self.channels_last is None and x.device.type == "cpu"):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
@@ -292,6 +292,9 @@ class DartsMixedCell:
     - candidates that start with a ReLU (``sep_conv``, ``dil_conv``, ``FactorizedReduce``:
       the ops with a ``forward_activated`` method) share one ``relu(s_j)`` per state
       instead of computing and keeping one each;
+    - the poolings (``max_pool_3x3``, ``avg_pool_3x3``: no parameters, deterministic) of a
+      state are computed once and shared by every node that reads that state: per cell 5
+      of each instead of 14, and their outputs (and max-pool indices) kept once;
     - with ``recompute`` (the default) those convolution candidates keep only their output
       for the backward pass and recompute their inner activations (depthwise, pointwise
       and BN outputs) during it (activation checkpointing, ``torch.utils.checkpoint``).
@@ -309,7 +312,7 @@ class DartsMixedCell:
         return _differentiable_cell_class().mutate(module, name, memo, mutate_kwargs)
 
     def _node(self, states: list[torch.Tensor], activated: dict[int, torch.Tensor], i: int,
-              ops: list[dict[str, nn.Module]]) -> torch.Tensor:
+              ops: list[dict[str, nn.Module]], shared: dict[tuple[int, str], torch.Tensor]) -> torch.Tensor:
         acc: torch.Tensor | None = None
         zero_like: torch.Tensor | None = None
         for j in range(i):
@@ -322,6 +325,12 @@ class DartsMixedCell:
                     if j not in activated:
                         activated[j] = torch.relu(states[j])
                     out = self._apply_activated(op, activated[j])
+                elif type(op) in _PARAMETER_FREE:
+                    # the same pooling of s_j feeds every node: compute (and keep) it once
+                    key = (j, repr(op))
+                    if key not in shared:
+                        shared[key] = op(states[j])
+                    out = shared[key]
                 else:
                     out = op(states[j])
                 if acc is None:
@@ -353,8 +362,9 @@ class DartsMixedCell:
         processed_inputs = preprocess_cell_inputs(self.num_predecessors, *inputs)
         states: list[torch.Tensor] = self.preprocessor(processed_inputs)
         activated: dict[int, torch.Tensor] = {}
+        shared: dict[tuple[int, str], torch.Tensor] = {}
         for i, ops in enumerate(self.ops, start=self.num_predecessors):
-            states.append(self._node(states, activated, i, ops))
+            states.append(self._node(states, activated, i, ops, shared))
         this_cell = torch.cat(states[self.num_predecessors:], self.concat_dim)
         return self.postprocessor(this_cell, processed_inputs)
 
@@ -370,6 +380,10 @@ def _kept_running_stats(norms: list[nn.Module]) -> Iterator[None]:
             for m, values in zip(norms, saved):
                 for b, v in zip(m.buffers(), values):
                     b.copy_(v)
+
+
+_PARAMETER_FREE = (nn.MaxPool2d, nn.AvgPool2d)
+"""Deterministic, parameter-free candidates: equal modules on the same state give the same output."""
 
 
 def _needs_new(acc: torch.Tensor, out: torch.Tensor) -> bool:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "DepthwiseConv2d",
     "ReLUConvBN",
     "SepConv",
     "DilConv",
@@ -79,6 +80,69 @@ class ReLUConvBN(nn.Sequential):
         )
 
 
+class DepthwiseConv2d(nn.Conv2d):
+    """A depthwise convolution (``groups == channels``) that computes dilated kernels faster.
+
+    The same module as ``nn.Conv2d(channels, channels, k, stride, padding, dilation,
+    groups=channels, bias=False)`` (same parameters, state dict and output up to float
+    rounding); only how a dilated kernel is evaluated changes:
+
+    - **stride == dilation** (DARTS' ``dil_conv`` at stride 2), with ``padding`` a multiple
+      of the stride: every tap reads a row and a column of the same parity, so the op is an
+      undilated ``k x k`` convolution of the strided sub-grid ``x[..., ::s, ::s]`` with
+      padding ``padding / s``. A quarter of the work, and oneDNN's fast depthwise kernels
+      instead of its dilated backward pass (10x slower on a 2-core CPU, see
+      docs/performance.md)::
+
+          y = conv(x, w, stride 2, dilation 2, pad p) == conv(x[:, :, ::2, ::2], w, pad p / 2)
+
+    - **stride 1, dilation 2, channels-last on CPU, even height and width**: the four
+      parity sub-grids of ``x`` are stacked on the batch axis (one copy), convolved
+      undilated with padding ``padding / 2`` and interleaved back (space-to-batch).
+
+    Every other case (and the GPU, where cuDNN has fast dilated kernels) is ``nn.Conv2d``'s.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 dilation: int = 1) -> None:
+        super().__init__(channels, channels, kernel_size, stride=stride, padding=padding,
+                         dilation=dilation, groups=channels, bias=False)
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor,
+                      bias: torch.Tensor | None) -> torch.Tensor:
+        (dilation, dilation_w), (stride, stride_w) = self.dilation, self.stride
+        pad, pad_w = self.padding if isinstance(self.padding, tuple) else (-1, -1)
+        if (dilation > 1 and dilation == dilation_w and stride == stride_w and pad == pad_w
+                and pad % dilation == 0 and self.padding_mode == "zeros" and input.dim() == 4):
+            if stride == dilation and self._same_size(input, pad):
+                grid = input[:, :, ::stride, ::stride]
+                if input.is_contiguous(memory_format=torch.channels_last):
+                    grid = grid.contiguous(memory_format=torch.channels_last)
+                return nn.functional.conv2d(grid, weight, bias, padding=pad // stride, groups=self.groups)
+            if (stride == 1 and dilation == 2 and input.device.type == "cpu"
+                    and input.size(2) % 2 == 0 and input.size(3) % 2 == 0
+                    and input.is_contiguous(memory_format=torch.channels_last)):
+                return _space_to_batch_conv(input, weight, bias, pad // 2, self.groups)
+        return super()._conv_forward(input, weight, bias)
+
+    def _same_size(self, input: torch.Tensor, pad: int) -> bool:
+        # The sub-grid convolution gives ceil(n / s) per side; so must the dilated one.
+        (k, _), s, d = self.kernel_size, self.stride[0], self.dilation[0]
+        return all((n + 2 * pad - d * (k - 1) - 1) // s + 1 == -(-n // s) for n in input.shape[2:])
+
+
+def _space_to_batch_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                         padding: int, groups: int) -> torch.Tensor:
+    # x: (B, C, H, W) in channels-last memory, H and W even. Dilation 2, stride 1:
+    # y[..., a::2, b::2] = conv(x[..., a::2, b::2], w, undilated, padding / 2).
+    b, c, h, w = x.shape
+    grids = (x.permute(0, 2, 3, 1).reshape(b, h // 2, 2, w // 2, 2, c)
+             .permute(2, 4, 0, 1, 3, 5).reshape(4 * b, h // 2, w // 2, c).permute(0, 3, 1, 2))
+    y = nn.functional.conv2d(grids, weight, bias, padding=padding, groups=groups)
+    return (y.permute(0, 2, 3, 1).reshape(2, 2, b, h // 2, w // 2, c)
+            .permute(2, 3, 0, 4, 1, 5).reshape(b, h, w, c).permute(0, 3, 1, 2))
+
+
 class DilConv(nn.Sequential):
     """Dilated depthwise-separable convolution.
 
@@ -100,8 +164,7 @@ class DilConv(nn.Sequential):
                  padding: int, dilation: int, affine: bool = True) -> None:
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(in_channels, in_channels, kernel_size, stride=stride, padding=padding,
-                      dilation=dilation, groups=in_channels, bias=False),
+            DepthwiseConv2d(in_channels, kernel_size, stride=stride, padding=padding, dilation=dilation),
             nn.Conv2d(in_channels, out_channels, 1, padding=0, bias=False),
             nn.BatchNorm2d(out_channels, affine=affine),
         )
@@ -158,6 +221,12 @@ class FactorizedReduce(nn.Module):
     Each convolution gives half of ``out_channels``. The shifted branch pads one zero
     row and column at the end, so a side ``n`` becomes ``ceil(n / 2)`` on both branches.
 
+    A strided 1x1 convolution reads only one parity sub-grid, so the forward pass takes
+    the sub-grids ``x[::2, ::2]`` and ``x[1::2, 1::2]`` first and convolves them at
+    stride 1 (the same values): half the copies, and it avoids a torch 2.13 CPU defect
+    (the weight gradient of a stride-2 1x1 convolution in channels-last memory corrupts
+    the heap with 2 threads, e.g. at batch 17 x 8 x 14 x 40; see docs/performance.md).
+
     Parameters
     ----------
     in_channels, out_channels
@@ -173,7 +242,6 @@ class FactorizedReduce(nn.Module):
         self.relu = nn.ReLU(inplace=False)
         self.conv_1 = nn.Conv2d(in_channels, out_channels // 2, 1, stride=2, padding=0, bias=False)
         self.conv_2 = nn.Conv2d(in_channels, out_channels // 2, 1, stride=2, padding=0, bias=False)
-        self.pad = nn.ConstantPad2d((0, 1, 0, 1), 0.0)
         self.bn = nn.BatchNorm2d(out_channels, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -181,12 +249,15 @@ class FactorizedReduce(nn.Module):
 
     def forward_activated(self, x: torch.Tensor) -> torch.Tensor:
         """``forward(x) == forward_activated(relu(x))`` (see :meth:`DilConv.forward_activated`)."""
-        # The shifted branch reads x[1::2, 1::2] (zero-padded at the end): a strided slice
-        # instead of padding the whole map and slicing it, the same values at half the copy.
-        shifted = x[:, :, 1:, 1:]
-        if x.size(2) % 2 or x.size(3) % 2:
-            shifted = self.pad(shifted)
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+        even, odd = x[:, :, ::2, ::2], x[:, :, 1::2, 1::2]
+        if odd.shape != even.shape:
+            # odd sides: the shifted branch's last row / column is the zero padding
+            odd = nn.functional.pad(odd, (0, even.size(3) - odd.size(3), 0, even.size(2) - odd.size(2)))
+        memory_format = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
+                         else torch.contiguous_format)
+        even, odd = even.contiguous(memory_format=memory_format), odd.contiguous(memory_format=memory_format)
+        return self.bn(torch.cat([nn.functional.conv2d(even, self.conv_1.weight),
+                                  nn.functional.conv2d(odd, self.conv_2.weight)], dim=1))
 
 
 class Zero(nn.Module):

@@ -65,22 +65,31 @@ def _supernets(config):
     space.extra_oneshot_hooks = lambda _strategy: []
     for module in space.modules():
         if isinstance(module, Stem):
-            module.channels_last = False  # (already the default)
+            module.channels_last = False  # NNI's cell in NCHW: our cell runs channels-last on CPU
     reference = DARTS().mutate_model(space)
     reference.load_state_dict(fast.state_dict())
     return fast, reference
 
 
-def test_darts_cell_matches_nni() -> None:
-    """Same loss, gradients (weights and alphas) and BN statistics as NNI's cell."""
+@pytest.mark.parametrize("ops", ["tiny", "paper"])
+@pytest.mark.parametrize("frames", [33, 32])
+def test_darts_cell_matches_nni(ops: str, frames: int) -> None:
+    """Same loss, gradients (weights and alphas) and BN statistics as NNI's cell.
+
+    ``paper``: the paper's 8 CNN candidates and 4 nodes (shared poolings, 5x5 and dilated
+    kernels at stride 1 and 2); 32 frames takes the even-sided (space-to-batch) dilated
+    path, 33 the odd one.
+    """
     from ser_space import SpaceConfig
 
     config = SpaceConfig.tiny().replace(cell_dropout=0.0, dropout=0.0)  # dropout masks depend on layout
+    if ops == "paper":
+        config = config.replace(cnn_ops=SpaceConfig.paper().cnn_ops, num_nodes=4)
     fast, reference = _supernets(config)
     assert type(fast.cells[0]).__name__ == "DartsMixedCell"
     assert type(reference.cells[0]).__name__ == "DifferentiableMixedCell"
     torch.manual_seed(0)
-    x, y = torch.randn(3, 1, 16, 33), torch.tensor([0, 1, 3])
+    x, y = torch.randn(3, 1, 16, frames), torch.tensor([0, 1, 3])
     losses = []
     for model in (fast, reference):
         model.train()

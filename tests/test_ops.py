@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ser_space.ops import CNN_OPS, POOL_OPS, SEQ_OPS, AttentionPool, DropPath, FactorizedReduce
+import torch.nn.functional as F
+
+from ser_space.ops import (
+    CNN_OPS,
+    POOL_OPS,
+    SEQ_OPS,
+    AttentionPool,
+    DepthwiseConv2d,
+    DropPath,
+    FactorizedReduce,
+)
 
 CHANNELS = 4
 WIDTH = 8
@@ -58,6 +68,64 @@ def test_avg_pool_excludes_padding() -> None:
 def test_factorized_reduce_rejects_odd_channels() -> None:
     with pytest.raises(ValueError, match="even"):
         FactorizedReduce(3, 3)
+
+
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("kernel, stride, dilation", [(3, 1, 2), (5, 1, 2), (3, 2, 2), (5, 2, 2), (3, 1, 1),
+                                                      (5, 2, 1)])
+@pytest.mark.parametrize("size", [(16, 12), (7, 9), (6, 11), (1, 4)])
+def test_depthwise_conv_equals_plain_dilated_conv(layout: str, kernel: int, stride: int, dilation: int,
+                                                  size: tuple[int, int]) -> None:
+    # The sub-grid (stride == dilation) and space-to-batch (stride 1, channels-last, even
+    # sides) evaluations give the values and gradients of the plain dilated convolution.
+    torch.manual_seed(0)
+    pad = dilation * (kernel - 1) // 2
+    conv = DepthwiseConv2d(6, kernel, stride=stride, padding=pad, dilation=dilation)
+    x = torch.randn(3, 6, *size).contiguous(memory_format=LAYOUTS[layout]).requires_grad_()
+    y = conv(x)
+    reference = F.conv2d(x, conv.weight, stride=stride, padding=pad, dilation=dilation, groups=6)
+    assert y.shape == reference.shape
+    torch.testing.assert_close(y, reference, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(y)
+    grads = torch.autograd.grad(y, (x, conv.weight), g)
+    expected = torch.autograd.grad(reference, (x, conv.weight), g)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    # the layout is kept, so the next op runs in it too
+    if layout == "channels_last" and min(size) > 1:
+        assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_depthwise_conv_state_dict_is_nn_conv2d() -> None:
+    conv = DepthwiseConv2d(4, 5, stride=2, padding=4, dilation=2)
+    plain = torch.nn.Conv2d(4, 4, 5, stride=2, padding=4, dilation=2, groups=4, bias=False)
+    assert conv.state_dict().keys() == plain.state_dict().keys()
+    plain.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 4, 9, 10)
+    torch.testing.assert_close(conv(x), plain(x))
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("size", [(8, 8), (7, 9), (14, 40), (1, 3)])
+def test_factorized_reduce_equals_padded_strided_convolutions(layout: str, size: tuple[int, int]) -> None:
+    # The DARTS definition: conv_1 (stride 2) on x, conv_2 (stride 2) on x shifted by one
+    # row and column with a zero row and column padded at the end.
+    torch.manual_seed(0)
+    op = FactorizedReduce(8, 8, affine=True).train()
+    x = torch.randn(17, 8, *size).contiguous(memory_format=LAYOUTS[layout]).requires_grad_()
+    y = op(x)
+    a = torch.relu(x).contiguous()  # the reference in NCHW: channels-last hits the torch defect
+    shifted = F.pad(a, (0, 1, 0, 1))[:, :, 1:, 1:]
+    both = torch.cat([F.conv2d(a, op.conv_1.weight, stride=2), F.conv2d(shifted, op.conv_2.weight, stride=2)], 1)
+    reference = F.batch_norm(both, None, None, op.bn.weight, op.bn.bias, training=True)
+    torch.testing.assert_close(y, reference, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(y)
+    params = (x, op.conv_1.weight, op.conv_2.weight, op.bn.weight)
+    for got, want in zip(torch.autograd.grad(y, params, g), torch.autograd.grad(reference, params, g)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_drop_path_is_identity_in_eval_and_drops_whole_samples_in_training() -> None:
@@ -164,3 +232,25 @@ def test_attention_weights_sum_to_one_over_time_and_weight_the_frames() -> None:
     assert torch.allclose(op(x), (weights.unsqueeze(-1) * x).sum(1), atol=1e-6)
     # A real attention: weights differ across frames (not a plain mean).
     assert weights.std(1).min() > 0
+
+
+def test_factorized_reduce_survives_the_channels_last_strided_conv_defect() -> None:
+    # torch 2.13 CPU: the weight gradient of a stride-2 1x1 convolution on a channels-last
+    # 17 x 8 x 14 x 40 input corrupts the heap with 2 threads (segfault within 3 steps).
+    # FactorizedReduce convolves the sub-grids at stride 1 instead; run it where a crash
+    # fails this test rather than the test session.
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from ser_space.ops import FactorizedReduce\n"
+        "torch.set_num_threads(2)\n"
+        "op = FactorizedReduce(8, 8).train()\n"
+        "for _ in range(5):\n"
+        "    x = torch.randn(17, 8, 14, 40).contiguous(memory_format=torch.channels_last).requires_grad_()\n"
+        "    op(x).sum().backward()\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
