@@ -69,6 +69,10 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     batch = int(args.batch_sizes)
     model, arch, weights = build_supernet(config, "enas" if kind == "enas" else "darts", args.impl,
                                         args.channels_last)
+    if args.recompute != "auto":
+        from ser_space.cells import _differentiable_cell_class
+
+        _differentiable_cell_class().recompute = args.recompute == "on"
     model.to(device).train()
     w_optim = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
     a_optim = torch.optim.Adam(arch, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3) if arch else None
@@ -132,7 +136,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     with _common.PeakRSS() as rss:
         timing = _common.time_steps(step, args.repeats, device)
     result = {
-        "case": kind, "impl": args.impl, "channels_last": args.channels_last, "batch_size": batch, "precision": args.precision,
+        "case": kind, "impl": args.impl, "channels_last": args.channels_last, "recompute": args.recompute, "batch_size": batch, "precision": args.precision,
         "params_m": sum(p.numel() for p in weights) / 1e6, "arch_params": sum(p.numel() for p in arch),
         "step_s": timing["median_s"], "step_min_s": timing["min_s"], "times_s": timing["times_s"],
         "peak_rss_delta_mb": rss.delta_mb,
@@ -151,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="ours: the SERSpace DARTS cell (DartsMixedCell); nni: NNI's DifferentiableMixedCell (before)")
     parser.add_argument("--channels-last", action="store_true",
                         help="channels-last CNN layout (Stem.channels_last; aborted on CPU, see docs)")
+    parser.add_argument("--recompute", choices=("auto", "on", "off"), default="auto",
+                        help="DartsMixedCell.recompute: auto (on CPU only), on, off")
     parser.add_argument("--case", default="darts-first", help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per case")
     args = parser.parse_args(argv)
@@ -163,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         for batch in args.batch_sizes.split(","):
             forwarded = ["--device", args.device, "--batch-sizes", batch, "--repeats", str(args.repeats),
                          "--config", args.config, "--threads", str(args.threads), "--precision", args.precision,
-                         "--impl", args.impl, "--case", case] + (["--channels-last"] if args.channels_last else [])
+                         "--impl", args.impl, "--recompute", args.recompute, "--case", case] + \
+                (["--channels-last"] if args.channels_last else [])
             row = _common.run_worker(Path(__file__), forwarded, timeout=args.timeout)
             row.setdefault("case", case)
             row.setdefault("batch_size", int(batch))
@@ -176,9 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         columns.insert(5, "peak_cuda_mb")
     _common.print_table(rows, columns)
     payload = {"benchmark": NAME, "machine": _common.machine_info(args.device), "config": args.config,
-               "impl": args.impl, "precision": args.precision, "channels_last": args.channels_last, "repeats": args.repeats, "rows": rows}
+               "impl": args.impl, "precision": args.precision, "channels_last": args.channels_last,
+               "recompute": args.recompute, "repeats": args.repeats, "rows": rows}
     name = NAME + ("" if args.impl == "ours" else f"_{args.impl}") + \
-        ("" if args.precision == "32" else f"_{args.precision}") + ("_channels_last" if args.channels_last else "")
+        ("" if args.precision == "32" else f"_{args.precision}") + ("_channels_last" if args.channels_last else "") + \
+        ("" if args.recompute == "auto" else f"_recompute_{args.recompute}")
     print(f"wrote {_common.write_results(name, payload, args.out_dir)}")
     return 0 if all("step_s" in r for r in rows) else 1
 

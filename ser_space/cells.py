@@ -266,6 +266,7 @@ def _differentiable_cell_class() -> type:
         _node = DartsMixedCell._node
         _apply_activated = DartsMixedCell._apply_activated
         recompute = DartsMixedCell.recompute
+        _recomputes = DartsMixedCell._recomputes
 
     _DartsMixedCell.__name__ = _DartsMixedCell.__qualname__ = "DartsMixedCell"
     _DartsMixedCell.__module__ = __name__
@@ -295,7 +296,7 @@ class DartsMixedCell:
     - the poolings (``max_pool_3x3``, ``avg_pool_3x3``: no parameters, deterministic) of a
       state are computed once and shared by every node that reads that state: per cell 5
       of each instead of 14, and their outputs (and max-pool indices) kept once;
-    - with ``recompute`` (the default) those convolution candidates keep only their output
+    - with ``recompute`` (the default on CPU) those convolution candidates keep only their output
       for the backward pass and recompute their inner activations (depthwise, pointwise
       and BN outputs) during it (activation checkpointing, ``torch.utils.checkpoint``).
       The recomputation leaves BN running statistics as the forward pass set them, so
@@ -344,11 +345,22 @@ class DartsMixedCell:
             return zero_like
         return acc
 
-    recompute: bool = True
-    """Recompute the convolution candidates' inner activations in the backward pass."""
+    recompute: bool | None = None
+    """Recompute the convolution candidates' inner activations in the backward pass.
+
+    ``None`` (default): on CPU only, where it cuts peak memory 2.9x and, with fewer and
+    smaller allocations, is faster too. On a GPU the step is bound by kernel launches and
+    Python overhead, which recomputation adds to (measured on an H100: 0.28 s/step without,
+    1.18 s with, paper shape, batch 8), and memory is rarely the limit; set ``True`` for a
+    small GPU or a large batch. Class-wide: ``type(cell).recompute = True``.
+    """
+
+    def _recomputes(self, x: torch.Tensor) -> bool:
+        enabled = x.device.type == "cpu" if self.recompute is None else self.recompute
+        return enabled and self.training and torch.is_grad_enabled()
 
     def _apply_activated(self, op: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if not (self.recompute and self.training and torch.is_grad_enabled()):
+        if not self._recomputes(x):
             return op.forward_activated(x)
         from torch.utils.checkpoint import checkpoint
 

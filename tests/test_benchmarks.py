@@ -71,9 +71,10 @@ def _supernets(config):
     return fast, reference
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("ops", ["tiny", "paper"])
 @pytest.mark.parametrize("frames", [33, 32])
-def test_darts_cell_matches_nni(ops: str, frames: int) -> None:
+def test_darts_cell_matches_nni(ops: str, frames: int, device: str) -> None:
     """Same loss, gradients (weights and alphas) and BN statistics as NNI's cell.
 
     ``paper``: the paper's 8 CNN candidates and 4 nodes (shared poolings, 5x5 and dilated
@@ -88,14 +89,16 @@ def test_darts_cell_matches_nni(ops: str, frames: int) -> None:
     fast, reference = _supernets(config)
     assert type(fast.cells[0]).__name__ == "DartsMixedCell"
     assert type(reference.cells[0]).__name__ == "DifferentiableMixedCell"
+    fast.to(device), reference.to(device)
     torch.manual_seed(0)
-    x, y = torch.randn(3, 1, 16, frames), torch.tensor([0, 1, 3])
+    x, y = torch.randn(3, 1, 16, frames).to(device), torch.tensor([0, 1, 3]).to(device)
     losses = []
-    for model in (fast, reference):
-        model.train()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        losses.append(loss.item())
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # full fp32 on CUDA too
+        for model in (fast, reference):
+            model.train()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            losses.append(loss.item())
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     for (name, a), (_, b) in zip(fast.named_parameters(), reference.named_parameters()):
         assert (a.grad is None) == (b.grad is None), name

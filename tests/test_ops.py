@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
@@ -71,20 +73,30 @@ def test_factorized_reduce_rejects_odd_channels() -> None:
 
 
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
+@pytest.fixture
+def full_precision() -> Iterator[None]:
+    """Compare in full fp32 on CUDA too (cuDNN's TF32 rounds to 10 mantissa bits)."""
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        yield
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 @pytest.mark.parametrize("kernel, stride, dilation", [(3, 1, 2), (5, 1, 2), (3, 2, 2), (5, 2, 2), (3, 1, 1),
                                                       (5, 2, 1)])
 @pytest.mark.parametrize("size", [(16, 12), (7, 9), (6, 11), (1, 4)])
-def test_depthwise_conv_equals_plain_dilated_conv(layout: str, kernel: int, stride: int, dilation: int,
-                                                  size: tuple[int, int]) -> None:
+def test_depthwise_conv_equals_plain_dilated_conv(device: str, layout: str, kernel: int, stride: int,
+                                                  dilation: int, size: tuple[int, int],
+                                                  full_precision: None) -> None:
     # The sub-grid (stride == dilation) and space-to-batch (stride 1, channels-last, even
     # sides) evaluations give the values and gradients of the plain dilated convolution.
     torch.manual_seed(0)
     pad = dilation * (kernel - 1) // 2
-    conv = DepthwiseConv2d(6, kernel, stride=stride, padding=pad, dilation=dilation)
-    x = torch.randn(3, 6, *size).contiguous(memory_format=LAYOUTS[layout]).requires_grad_()
+    conv = DepthwiseConv2d(6, kernel, stride=stride, padding=pad, dilation=dilation).to(device)
+    x = torch.randn(3, 6, *size, device=device).contiguous(memory_format=LAYOUTS[layout]).requires_grad_()
     y = conv(x)
     reference = F.conv2d(x, conv.weight, stride=stride, padding=pad, dilation=dilation, groups=6)
     assert y.shape == reference.shape
@@ -108,14 +120,16 @@ def test_depthwise_conv_state_dict_is_nn_conv2d() -> None:
     torch.testing.assert_close(conv(x), plain(x))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 @pytest.mark.parametrize("size", [(8, 8), (7, 9), (14, 40), (1, 3)])
-def test_factorized_reduce_equals_padded_strided_convolutions(layout: str, size: tuple[int, int]) -> None:
+def test_factorized_reduce_equals_padded_strided_convolutions(device: str, layout: str, size: tuple[int, int],
+                                                              full_precision: None) -> None:
     # The DARTS definition: conv_1 (stride 2) on x, conv_2 (stride 2) on x shifted by one
     # row and column with a zero row and column padded at the end.
     torch.manual_seed(0)
-    op = FactorizedReduce(8, 8, affine=True).train()
-    x = torch.randn(17, 8, *size).contiguous(memory_format=LAYOUTS[layout]).requires_grad_()
+    op = FactorizedReduce(8, 8, affine=True).to(device).train()
+    x = torch.randn(17, 8, *size, device=device).contiguous(memory_format=LAYOUTS[layout]).requires_grad_()
     y = op(x)
     a = torch.relu(x).contiguous()  # the reference in NCHW: channels-last hits the torch defect
     shifted = F.pad(a, (0, 1, 0, 1))[:, :, 1:, 1:]
