@@ -2,8 +2,10 @@
 
 Defaults follow ../shared/PAPER.md section 5: architecture Adam lr 3e-4, betas (0.5, 0.999),
 weight decay 1e-3 (NNI's own values), gradient clipping 5 on the weight step. First order
-is NNI's; ``order="second"`` selects :class:`strategies.unrolled.SecondOrderDARTS` (the
-unrolled step with the correct finite difference).
+is NNI's algorithm, run by :class:`strategies.darts_step.LeanDARTS` (NNI's strategy, with a
+step that computes only the gradients it uses); ``order="second"`` selects
+:class:`strategies.unrolled.SecondOrderDARTS` (the unrolled step with the correct finite
+difference).
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ if TYPE_CHECKING:
 
 
 def build(config: SearchConfig) -> Strategy:
-    from nni.nas.strategy import DARTS
-
     kwargs = dict(arc_learning_rate=config.arc_learning_rate, gradient_clip_val=config.gradient_clip,
                   warmup_epochs=config.warmup_epochs)
     if config.order == "second":
         from .unrolled import SecondOrderDARTS
 
         return SecondOrderDARTS(**kwargs)
-    return DARTS(**kwargs)
+    from .darts_step import LeanDARTS
+
+    return LeanDARTS(**kwargs)

@@ -44,6 +44,8 @@ from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 from nni.nas.strategy import DARTS
 from torch import nn, optim
 
+from .darts_step import frozen
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["unrolled_arch_gradient", "SecondOrderDartsLightningModule", "SecondOrderDARTS"]
@@ -273,10 +275,12 @@ class SecondOrderDartsLightningModule(DartsLightningModule):
                 alpha.grad = grad.to(alpha.dtype)
             arc_optim.step()
 
-        # Phase 2: weight step, schedulers and logging exactly as NNI's DARTS
+        # Phase 2: weight step, schedulers and logging exactly as NNI's DARTS (the alphas
+        # frozen: their gradient from this loss is never used)
         self.resample()
-        loss_and_metrics = self.training_module.training_step(trn_batch, 2 * batch_idx + 1)
-        self.advance_optimization(_loss_of(loss_and_metrics), batch_idx, self.gradient_clip_val)
+        with frozen(self.arch_parameters()):
+            loss_and_metrics = self.training_module.training_step(trn_batch, 2 * batch_idx + 1)
+            self.advance_optimization(_loss_of(loss_and_metrics), batch_idx, self.gradient_clip_val)
         self.advance_lr_schedulers(batch_idx)
         if batch_idx % self.log_prob_every_n_step == 0:
             self.log_probs(self.export_probs())
