@@ -1,23 +1,28 @@
 """DARTS / ENAS supernet step time, peak memory and parameter count of ``SERSpace``.
 
-A DARTS step is what NNI's ``DartsLightningModule.training_step`` does: an architecture
-step (forward + backward of the validation batch, Adam on the alphas) and a weight step
-(forward + backward of the training batch, gradient clipping 5, SGD), first order; second
-order replaces the architecture step by :func:`strategies.unrolled.unrolled_arch_gradient`
-(3 more forward/backward passes). An ENAS step is a weight step on one sampled path
-(the controller's update is not timed). Each case runs in a fresh process so its peak
-memory is its own: CPU peak RSS increase over the RSS before the first step (sampled by a
-thread), CUDA ``torch.cuda.max_memory_allocated``.
+A DARTS step is what ``ser-nas search --strategy darts`` runs per batch pair
+(:class:`strategies.darts_step.LeanDartsLightningModule`, NNI's first-order step): an
+architecture step (forward + backward of the validation batch with the weights frozen,
+Adam on the alphas) and a weight step (forward + backward of the training batch with the
+alphas frozen, gradient clipping 5, SGD). ``--step nni`` takes NNI's own
+``DartsLightningModule`` step instead (every gradient in both phases). Second order
+replaces the architecture step by :func:`strategies.unrolled.unrolled_arch_gradient`
+(3 more forward/backward passes). An ENAS step is a weight step on one sampled path (the
+controller's update is not timed). Each case runs in a fresh process so its peak memory
+is its own: CPU peak RSS increase over the RSS before the first step (sampled by a
+thread), CUDA ``torch.cuda.max_memory_allocated``. The two phases are timed apart too.
 
     python benchmarks/bench_supernet.py --batch-sizes 8,16,32,64 --repeats 3
-    python benchmarks/bench_supernet.py --impl nni --batch-sizes 8    # before: NNI's cell
+    python benchmarks/bench_supernet.py --impl nni --step nni --batch-sizes 8   # before
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +74,10 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     batch = int(args.batch_sizes)
     model, arch, weights = build_supernet(config, "enas" if kind == "enas" else "darts", args.impl,
                                         args.channels_last)
-    if args.recompute != "auto":
+    if args.fused != "auto":
         from ser_space.cells import _differentiable_cell_class
 
-        _differentiable_cell_class().recompute = args.recompute == "on"
+        _differentiable_cell_class().fused = None if args.fused == "on" else False
     model.to(device).train()
     w_optim = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
     a_optim = torch.optim.Adam(arch, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3) if arch else None
@@ -90,9 +95,14 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     def backward(loss: Any) -> None:
         (scaler.scale(loss) if scaler else loss).backward()
 
+    from strategies.darts_step import frozen
+
+    lean = args.step == "lean"
+
     def weight_step() -> None:
         w_optim.zero_grad(set_to_none=True)
-        backward(loss_of(x_trn, y_trn))
+        with frozen(arch if lean else []):
+            backward(loss_of(x_trn, y_trn))
         if scaler:
             scaler.unscale_(w_optim)
         torch.nn.utils.clip_grad_norm_(weights, 5.0)
@@ -115,10 +125,14 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
             for p, g in zip(arch, grads):
                 p.grad = g
         else:
-            loss_of(x_val, y_val).backward()
+            with frozen(weights if lean else []):
+                loss_of(x_val, y_val).backward()
         a_optim.step()
 
+    phases: dict[str, list[float]] = {"arch": [], "weight": []}
+
     def step() -> None:
+        start = time.perf_counter()
         if kind == "enas":
             from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 
@@ -128,7 +142,12 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                     module.resample(memo)
         else:
             arch_step()
+            _common.synchronize(device)
+            phases["arch"].append(time.perf_counter() - start)
+            start = time.perf_counter()
         weight_step()
+        _common.synchronize(device)
+        phases["weight"].append(time.perf_counter() - start)
 
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -136,10 +155,14 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     with _common.PeakRSS() as rss:
         timing = _common.time_steps(step, args.repeats, device)
     result = {
-        "case": kind, "impl": args.impl, "channels_last": args.channels_last, "recompute": args.recompute, "batch_size": batch, "precision": args.precision,
+        "case": kind, "impl": args.impl, "step": args.step, "channels_last": args.channels_last,
+        "fused": args.fused, "batch_size": batch, "precision": args.precision,
         "params_m": sum(p.numel() for p in weights) / 1e6, "arch_params": sum(p.numel() for p in arch),
         "step_s": timing["median_s"], "step_min_s": timing["min_s"], "times_s": timing["times_s"],
         "peak_rss_delta_mb": rss.delta_mb,
+        # phase medians over the timed steps (the first, untimed, step excluded)
+        "arch_step_s": statistics.median(phases["arch"][1:]) if phases["arch"][1:] else None,
+        "weight_step_s": statistics.median(phases["weight"][1:]),
     }
     if device == "cuda":
         result["peak_cuda_mb"] = (torch.cuda.max_memory_allocated() - start_allocated) / 2**20
@@ -155,8 +178,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="ours: the SERSpace DARTS cell (DartsMixedCell); nni: NNI's DifferentiableMixedCell (before)")
     parser.add_argument("--channels-last", action="store_true",
                         help="channels-last CNN layout (Stem.channels_last; aborted on CPU, see docs)")
-    parser.add_argument("--recompute", choices=("auto", "on", "off"), default="auto",
-                        help="DartsMixedCell.recompute: auto (on CPU only), on, off")
+    parser.add_argument("--step", choices=("lean", "nni"), default="lean",
+                        help="lean: each phase computes only the gradients it uses (LeanDARTS, what "
+                             "ser-nas runs); nni: NNI's DartsLightningModule (every gradient)")
+    parser.add_argument("--fused", choices=("auto", "on", "off"), default="auto",
+                        help="DartsMixedCell.fused: auto/on (ser_space.kernels where they apply), off")
     parser.add_argument("--case", default="darts-first", help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per case")
     args = parser.parse_args(argv)
@@ -169,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         for batch in args.batch_sizes.split(","):
             forwarded = ["--device", args.device, "--batch-sizes", batch, "--repeats", str(args.repeats),
                          "--config", args.config, "--threads", str(args.threads), "--precision", args.precision,
-                         "--impl", args.impl, "--recompute", args.recompute, "--case", case] + \
+                         "--impl", args.impl, "--step", args.step, "--fused", args.fused, "--case", case] + \
                 (["--channels-last"] if args.channels_last else [])
             row = _common.run_worker(Path(__file__), forwarded, timeout=args.timeout)
             row.setdefault("case", case)
@@ -178,16 +204,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {case} batch {batch}: " + (f"{row['step_s']:.3f} s/step, "
                   f"{row.get('peak_cuda_mb', row['peak_rss_delta_mb']):.0f} MB" if "step_s" in row
                   else f"failed: {row.get('error', '')[-300:]}"), flush=True)
-    columns = ["case", "batch_size", "step_s", "step_min_s", "peak_rss_delta_mb", "params_m"]
+    columns = ["case", "batch_size", "step_s", "step_min_s", "arch_step_s", "weight_step_s", "peak_rss_delta_mb",
+               "params_m"]
     if args.device == "cuda":
         columns.insert(5, "peak_cuda_mb")
     _common.print_table(rows, columns)
     payload = {"benchmark": NAME, "machine": _common.machine_info(args.device), "config": args.config,
                "impl": args.impl, "precision": args.precision, "channels_last": args.channels_last,
-               "recompute": args.recompute, "repeats": args.repeats, "rows": rows}
+               "step": args.step, "fused": args.fused, "repeats": args.repeats, "rows": rows}
     name = NAME + ("" if args.impl == "ours" else f"_{args.impl}") + \
         ("" if args.precision == "32" else f"_{args.precision}") + ("_channels_last" if args.channels_last else "") + \
-        ("" if args.recompute == "auto" else f"_recompute_{args.recompute}")
+        ("" if args.step == "lean" else f"_step_{args.step}") + ("" if args.fused == "auto" else f"_fused_{args.fused}")
     print(f"wrote {_common.write_results(name, payload, args.out_dir)}")
     return 0 if all("step_s" in r for r in rows) else 1
 

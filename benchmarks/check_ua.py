@@ -1,8 +1,9 @@
 """Validation / test UA of a short fixed-seed DARTS search, with NNI's supernet cell or ours.
 
-Shows that the speed changes (``DartsMixedCell``, channels-last) do not change what the
-search learns: run it once per implementation and compare the per-epoch validation UA and
-the test UA. Runs ``ser-nas search --strategy darts`` in this process (default synthetic
+Shows that the speed changes (``DartsMixedCell`` and its fused kernels, channels-last,
+``LeanDARTS``'s step) do not change what the search learns: run it once per implementation
+and compare the per-epoch validation UA and the test UA. ``nni``: NNI's cell in NCHW and
+NNI's own DARTS step; ``ours-unfused``: our cell without :mod:`ser_space.kernels`. Runs ``ser-nas search --strategy darts`` in this process (default synthetic
 corpus and tiny space, ``--epochs`` short) with an isolated ``SER_NAS_HOME``.
 
     python benchmarks/check_ua.py --impl nni  --epochs 5
@@ -26,7 +27,7 @@ sys.path.insert(0, str(_common.REPO))
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--impl", choices=("ours", "nni", "ours-nchw", "ours-norecompute"), default="ours")
+    parser.add_argument("--impl", choices=("ours", "nni", "ours-nchw", "ours-unfused"), default="ours")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--out-dir", default=None)
     parser.add_argument("extra", nargs="*", help="extra flags for ser-nas search (after --)")
@@ -38,12 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     from ser_space.cells import Stem
     from strategies import cli
 
-    if args.impl == "ours-norecompute":
+    if args.impl == "ours-unfused":
         from ser_space.cells import _differentiable_cell_class
 
-        _differentiable_cell_class().recompute = False
+        _differentiable_cell_class().fused = False
     if args.impl == "nni":
+        from nni.nas.strategy import DARTS
+
+        import strategies.darts_step
+
         SERSpace.extra_oneshot_hooks = lambda self, strategy: []  # type: ignore[method-assign]
+        strategies.darts_step.LeanDARTS = DARTS  # type: ignore[misc]  # NNI's own step
     if args.impl in ("nni", "ours-nchw"):
         original = Stem.__init__
 

@@ -21,11 +21,11 @@ A sequence cell (``seq_num_nodes`` = n)::
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,10 +34,13 @@ from .ops import (
     CNN_OPS,
     POOL_OPS,
     SEQ_OPS,
+    DilConv,
+    Dropout,
     DropPath,
     FactorizedReduce,
     Identity,
     ReLUConvBN,
+    SepConv,
     SeqOpFactory,
     SeqZero,
     Zero,
@@ -151,7 +154,7 @@ class CellPostprocessor(nn.Module):
 
     def __init__(self, dropout: float) -> None:
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, this_cell: torch.Tensor, previous_cells: list[torch.Tensor]) -> list[torch.Tensor]:
         return [previous_cells[-1], self.dropout(this_cell)]
@@ -263,10 +266,10 @@ def _differentiable_cell_class() -> type:
     class _DartsMixedCell(DifferentiableMixedCell):
         __doc__ = DartsMixedCell.__doc__
         forward = DartsMixedCell.forward
+        fused = DartsMixedCell.fused
+        _uses_fused = DartsMixedCell._uses_fused
         _node = DartsMixedCell._node
-        _apply_activated = DartsMixedCell._apply_activated
-        recompute = DartsMixedCell.recompute
-        _recomputes = DartsMixedCell._recomputes
+        _fused_node = DartsMixedCell._fused_node
 
     _DartsMixedCell.__name__ = _DartsMixedCell.__qualname__ = "DartsMixedCell"
     _DartsMixedCell.__module__ = __name__
@@ -290,30 +293,46 @@ class DartsMixedCell:
       term is ``w_k * 0``. The softmax still runs over every entry, so their alphas still
       get the gradient of the normalisation, exactly as before (``d/d alpha`` of a zero
       term is zero);
-    - candidates that start with a ReLU (``sep_conv``, ``dil_conv``, ``FactorizedReduce``:
-      the ops with a ``forward_activated`` method) share one ``relu(s_j)`` per state
-      instead of computing and keeping one each;
+    - the candidates that start with a ReLU (``sep_conv``, ``dil_conv``, ``FactorizedReduce``)
+      share one ``relu(s_j)`` per state, and the dilated ones one space-to-batch copy of it;
     - the poolings (``max_pool_3x3``, ``avg_pool_3x3``: no parameters, deterministic) of a
       state are computed once and shared by every node that reads that state: per cell 5
       of each instead of 14, and their outputs (and max-pool indices) kept once;
-    - with ``recompute`` (the default on CPU) those convolution candidates keep only their output
-      for the backward pass and recompute their inner activations (depthwise, pointwise
-      and BN outputs) during it (activation checkpointing, ``torch.utils.checkpoint``).
-      The recomputation leaves BN running statistics as the forward pass set them, so
-      the supernet's state after a step is the same as without it.
+    - ``fused`` (the default on CPU, in training mode, for channels-last maps): the node is
+      one :func:`ser_space.kernels.mixed_sum` over the candidates' last 1x1 convolutions,
+      each candidate's closing batch norm, weight and sum done by one convolution whose
+      kernel carries them; the convolutions inside the candidates are
+      :mod:`ser_space.kernels`' too. Batch statistics come from the second moments of the
+      convolutions' inputs, so their outputs are never stored, and the ReLU between a
+      separable convolution's halves is recomputed in the backward pass. Less memory and
+      time than the plain evaluation (figures in docs/performance.md).
 
-    The parameters (names, shapes, alphas) and the function are NNI's; only floating-point
-    summation order differs. Built by :meth:`ser_space.SERSpace.extra_oneshot_hooks` for
+    The parameters (names, shapes, alphas), the BN running statistics and the function are
+    NNI's; only floating-point rounding differs (tests/test_benchmarks.py checks loss and
+    every gradient). Built by :meth:`ser_space.SERSpace.extra_oneshot_hooks` for
     DARTS-family strategies (NNI ``DARTS``, ``GumbelDARTS``, our second-order DARTS).
     """
+
+    fused: bool | None = None
+    """Use :mod:`ser_space.kernels` for the nodes: ``None`` (default) where they apply (CPU,
+    training mode with gradients, channels-last float32 or float64 maps, no autocast),
+    ``False`` never. Class-wide: ``type(cell).fused = False``."""
 
     @classmethod
     def mutate(cls, module: nn.Module, name: str, memo: dict, mutate_kwargs: dict) -> nn.Module | None:
         """NNI mutation hook: replace a ``Cell`` as ``DifferentiableMixedCell.mutate`` would."""
         return _differentiable_cell_class().mutate(module, name, memo, mutate_kwargs)
 
-    def _node(self, states: list[torch.Tensor], activated: dict[int, torch.Tensor], i: int,
-              ops: list[dict[str, nn.Module]], shared: dict[tuple[int, str], torch.Tensor]) -> torch.Tensor:
+    def _uses_fused(self, x: torch.Tensor) -> bool:
+        if self.fused is False:
+            return False
+        return (self.training and torch.is_grad_enabled() and x.device.type == "cpu" and x.dim() == 4
+                and x.dtype in (torch.float32, torch.float64)
+                and x.is_contiguous(memory_format=torch.channels_last)
+                and not torch.is_autocast_enabled("cpu"))
+
+    def _node(self, states: list[torch.Tensor], i: int, ops: list[dict[str, nn.Module]],
+              shared: _SharedInputs) -> torch.Tensor:
         acc: torch.Tensor | None = None
         zero_like: torch.Tensor | None = None
         for j in range(i):
@@ -322,16 +341,10 @@ class DartsMixedCell:
                 if isinstance(op, (Zero, SeqZero)):
                     zero_like = op(states[j]) if zero_like is None else zero_like
                     continue
-                if hasattr(op, "forward_activated"):
-                    if j not in activated:
-                        activated[j] = torch.relu(states[j])
-                    out = self._apply_activated(op, activated[j])
+                if isinstance(op, (SepConv, DilConv, FactorizedReduce)):
+                    out = op.forward_activated(shared.relu(j))
                 elif type(op) in _PARAMETER_FREE:
-                    # the same pooling of s_j feeds every node: compute (and keep) it once
-                    key = (j, repr(op))
-                    if key not in shared:
-                        shared[key] = op(states[j])
-                    out = shared[key]
+                    out = shared.pool(j, op)
                 else:
                     out = op(states[j])
                 if acc is None:
@@ -345,53 +358,138 @@ class DartsMixedCell:
             return zero_like
         return acc
 
-    recompute: bool | None = None
-    """Recompute the convolution candidates' inner activations in the backward pass.
+    def _fused_node(self, states: list[torch.Tensor], i: int, ops: list[dict[str, nn.Module]],
+                    shared: _SharedInputs) -> torch.Tensor:
+        from .kernels import ConvTerm, mixed_sum
 
-    ``None`` (default): on CPU only, where it cuts peak memory 2.9x and, with fewer and
-    smaller allocations, is faster too. On a GPU the step is bound by kernel launches and
-    Python overhead, which recomputation adds to (measured on an H100: 0.28 s/step without,
-    1.18 s with, paper shape, batch 8), and memory is rarely the limit; set ``True`` for a
-    small GPU or a large batch. Class-wide: ``type(cell).recompute = True``.
-    """
-
-    def _recomputes(self, x: torch.Tensor) -> bool:
-        enabled = x.device.type == "cpu" if self.recompute is None else self.recompute
-        return enabled and self.training and torch.is_grad_enabled()
-
-    def _apply_activated(self, op: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if not self._recomputes(x):
-            return op.forward_activated(x)
-        from torch.utils.checkpoint import checkpoint
-
-        norms = [m for m in op.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        return checkpoint(op.forward_activated, x, use_reentrant=False,
-                          context_fn=lambda: (contextlib.nullcontext(), _kept_running_stats(norms)))
+        conv_terms: list[ConvTerm] = []
+        plain_terms: list[tuple[torch.Tensor, torch.Tensor]] = []
+        shape: tuple[int, ...] | None = None
+        zero_like: torch.Tensor | None = None
+        for j in range(i):
+            weights = self._softmax(self._arch_alpha[f"{self.label}/{i}_{j}"])
+            for k, op in enumerate(ops[j].values()):
+                if isinstance(op, (Zero, SeqZero)):
+                    zero_like = op(states[j]) if zero_like is None else zero_like
+                    continue
+                term = _conv_term(op, j, weights[k], shared)
+                if term is not None:
+                    conv_terms.append(term)
+                    term_shape = _term_shape(term)
+                else:
+                    out = shared.pool(j, op) if type(op) in _PARAMETER_FREE else op(states[j])
+                    plain_terms.append((weights[k], out))
+                    term_shape = tuple(out.shape)
+                if shape is not None and term_shape != shape:
+                    raise RuntimeError(f"{self.label}: node {i} mixes shapes {shape} and {term_shape}")
+                shape = term_shape
+        if shape is None:
+            if zero_like is None:
+                raise RuntimeError(f"{self.label}: node {i} has no candidate op")
+            return zero_like
+        return mixed_sum(shape, conv_terms, plain_terms)
 
     def forward(self, *inputs: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
         from nni.nas.nn.pytorch.cell import preprocess_cell_inputs
 
         processed_inputs = preprocess_cell_inputs(self.num_predecessors, *inputs)
         states: list[torch.Tensor] = self.preprocessor(processed_inputs)
-        activated: dict[int, torch.Tensor] = {}
-        shared: dict[tuple[int, str], torch.Tensor] = {}
+        node = self._fused_node if self._uses_fused(states[0]) else self._node
+        shared = _SharedInputs(states)
         for i, ops in enumerate(self.ops, start=self.num_predecessors):
-            states.append(self._node(states, activated, i, ops, shared))
+            states.append(node(states, i, ops, shared))
         this_cell = torch.cat(states[self.num_predecessors:], self.concat_dim)
         return self.postprocessor(this_cell, processed_inputs)
 
 
-@contextlib.contextmanager
-def _kept_running_stats(norms: list[nn.Module]) -> Iterator[None]:
-    # A recomputed forward must not update BN running statistics a second time.
-    saved = [[b.clone() for b in m.buffers()] for m in norms]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for m, values in zip(norms, saved):
-                for b, v in zip(m.buffers(), values):
-                    b.copy_(v)
+class _SharedInputs:
+    """What every edge leaving a state can share: its ReLU, its poolings, its sub-grids."""
+
+    def __init__(self, states: list[torch.Tensor]) -> None:
+        self.states = states
+        self._cache: dict[tuple[Any, ...], torch.Tensor] = {}
+
+    def _get(self, key: tuple[Any, ...], make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def relu(self, j: int) -> torch.Tensor:
+        return self._get(("relu", j), lambda: torch.relu(self.states[j]))
+
+    def pool(self, j: int, op: nn.Module) -> torch.Tensor:
+        # the same pooling of s_j feeds every node: compute (and keep) it once
+        return self._get(("pool", j, repr(op)), lambda: op(self.states[j]))
+
+    def grid(self, j: int) -> torch.Tensor:
+        """relu(s_j) as space-to-batch sub-grids (for dilation 2 at stride 1)."""
+        from .kernels import space_to_batch
+
+        return self._get(("grid", j), lambda: space_to_batch(self.relu(j)).contiguous(
+            memory_format=torch.channels_last))
+
+    def even(self, j: int) -> torch.Tensor:
+        """relu(s_j)[..., ::2, ::2] (a dilation-2, stride-2 convolution's sub-grid)."""
+        return self._get(("even", j), lambda: self.relu(j)[:, :, ::2, ::2].contiguous(
+            memory_format=torch.channels_last))
+
+    def parities(self, j: int) -> torch.Tensor:
+        """relu(s_j)[..., ::2, ::2] and [..., 1::2, 1::2] stacked on channels (FactorizedReduce).
+
+        The odd grid is zero-padded at the end to the even one's size (odd sides), as
+        ``FactorizedReduce`` pads its shifted branch.
+        """
+        def make() -> torch.Tensor:
+            x = self.relu(j)
+            even, odd = x[:, :, ::2, ::2], x[:, :, 1::2, 1::2]
+            if odd.shape != even.shape:
+                odd = nn.functional.pad(odd, (0, even.size(3) - odd.size(3), 0, even.size(2) - odd.size(2)))
+            return torch.cat([even, odd], dim=1).contiguous(memory_format=torch.channels_last)
+        return self._get(("parities", j), make)
+
+
+def _conv_term(op: nn.Module, j: int, weight: torch.Tensor, shared: _SharedInputs) -> Any:
+    """The candidate as a :class:`~ser_space.kernels.ConvTerm` (its inner ops evaluated), or None."""
+    from .kernels import ConvTerm, depthwise_conv, pointwise_bn
+
+    closing = op[1][3] if isinstance(op, SepConv) else op[3] if isinstance(op, DilConv) else \
+        op.bn if isinstance(op, FactorizedReduce) else None
+    if closing is None or closing.affine:
+        return None  # mixed_sum takes affine-free closing norms (the supernet's, SpaceConfig.affine)
+    if isinstance(op, SepConv):
+        first, second = op[0], op[1]
+        z = _depthwise(first[1], shared.relu(j), depthwise_conv)
+        z = pointwise_bn(z, first[2].weight, first[3], relu=True, depthwise=second[1])
+        return ConvTerm(weight, z, second[2].weight, second[3])
+    if isinstance(op, DilConv):
+        dw = op[1]
+        (k, _), (s, _), (d, _), (p, _) = dw.kernel_size, dw.stride, dw.dilation, dw.padding
+        x = shared.relu(j)
+        if d == 2 and s == 1 and p % 2 == 0 and x.size(2) % 2 == 0 and x.size(3) % 2 == 0:
+            z = depthwise_conv(shared.grid(j), dw.weight, 1, p // 2)
+            return ConvTerm(weight, z, op[2].weight, op[3], grid=True)
+        if d > 1 and s == d and p % d == 0 and dw._same_size(x, p):
+            z = depthwise_conv(shared.even(j), dw.weight, 1, p // s)
+            return ConvTerm(weight, z, op[2].weight, op[3])
+        return ConvTerm(weight, _depthwise(dw, x, depthwise_conv), op[2].weight, op[3])
+    if isinstance(op, FactorizedReduce):
+        # both 1x1 convolutions as one over the stacked parity grids (block-diagonal kernel)
+        half, channels = op.conv_1.weight.shape[:2]
+        kernel = torch.block_diag(op.conv_1.weight.view(half, channels), op.conv_2.weight.view(half, channels))
+        return ConvTerm(weight, shared.parities(j), kernel.view(2 * half, 2 * channels, 1, 1), op.bn)
+    return None
+
+
+def _depthwise(conv: nn.Conv2d, x: torch.Tensor, depthwise_conv: Callable[..., torch.Tensor]) -> torch.Tensor:
+    (s, _), (p, _), (d, _) = conv.stride, conv.padding, conv.dilation
+    return depthwise_conv(x, conv.weight, s, p, d)
+
+
+def _term_shape(term: Any) -> tuple[int, ...]:
+    z, channels = term.input, term.kernel.size(0)
+    if term.grid:
+        return (z.size(0) // 4, channels, 2 * z.size(2), 2 * z.size(3))
+    return (z.size(0), channels, z.size(2), z.size(3))
 
 
 _PARAMETER_FREE = (nn.MaxPool2d, nn.AvgPool2d)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,6 +35,7 @@ __all__ = [
     "FactorizedReduce",
     "Zero",
     "Identity",
+    "Dropout",
     "DropPath",
     "Recurrent",
     "SeqZero",
@@ -290,6 +292,49 @@ class Identity(nn.Identity):
 
         x -> y
     """
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` whose CPU training pass draws its mask several times faster.
+
+    PyTorch's CPU dropout draws one float per element (``bernoulli_``) and keeps a float
+    mask for the backward pass; on the supernet's cell outputs that was 4 % of a DARTS
+    step. Here each element takes 16 random bits (``randint``), is kept when they fall
+    above ``p`` (``p`` is rounded to a multiple of 1/65536), and the backward pass keeps a
+    bool mask (a quarter of the memory). Same distribution up to that rounding, same
+    scaling ``1 / (1 - p)``, reproducible under ``torch.manual_seed``; every other case
+    (evaluation, GPU, ``p`` of 0 or 1, ``inplace``) is ``nn.Dropout``'s.
+
+    ::
+
+        x -> x * mask / (1 - p)      mask ~ Bernoulli(1 - p), one draw per element
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if (not self.training or self.inplace or not 0.0 < self.p < 1.0 or input.device.type != "cpu"
+                or not input.is_floating_point()):
+            return super().forward(input)
+        return _FastDropout.apply(input, self.p)
+
+
+class _FastDropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, p: float) -> torch.Tensor:
+        n = x.numel()
+        threshold = min(32767, int(round(p * 65536)) - 32768)
+        bits = torch.randint(-2**31, 2**31 - 1, ((n + 1) // 2,), dtype=torch.int32).view(torch.int16)[:n]
+        # the mask in x's memory order, so the product keeps x's layout (channels-last too)
+        order = sorted(range(x.dim()), key=lambda d: -x.stride(d))
+        shape = [x.size(d) for d in order]
+        mask = (bits >= threshold).view(shape).permute(*[order.index(d) for d in range(x.dim())])
+        ctx.scale = 1.0 / (1.0 - p)
+        ctx.save_for_backward(mask)
+        return torch.mul(x, mask).mul_(ctx.scale)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (mask,) = ctx.saved_tensors
+        return torch.mul(grad, mask).mul_(ctx.scale), None
 
 
 class DropPath(nn.Module):

@@ -268,3 +268,22 @@ def test_factorized_reduce_survives_the_channels_last_strided_conv_defect() -> N
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_dropout_keeps_layout_rate_scale_and_gradient() -> None:
+    from ser_space.ops import Dropout
+
+    drop = Dropout(0.3).train()
+    x = torch.randn(4, 8, 32, 32).contiguous(memory_format=torch.channels_last).requires_grad_()
+    torch.manual_seed(3)
+    y = drop(x)
+    kept = y != 0
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert abs(1 - kept.float().mean().item() - 0.3) < 0.01          # 32768 draws
+    torch.testing.assert_close(y[kept], (x / 0.7)[kept])
+    y.backward(torch.ones_like(y))
+    torch.testing.assert_close(x.grad, kept.float() / 0.7)
+    torch.manual_seed(3)
+    assert torch.equal(drop(x), y)                                   # seeded: reproducible
+    assert not torch.equal(drop(x), y)                               # a new draw each call
+    assert torch.equal(drop.eval()(x), x)

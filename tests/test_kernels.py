@@ -1,0 +1,211 @@
+"""``ser_space.kernels``: the fused CPU pieces of the DARTS supernet equal plain PyTorch.
+
+Each function is compared, values and every gradient, with the modules it replaces, at the
+supernet's shapes in miniature (odd and even sides, stride 1 and 2, 3x3 and 5x5 kernels),
+and with the weights or the alphas frozen as ``LeanDARTS`` runs them.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ser_space.kernels import (
+    ConvTerm,
+    batch_to_space,
+    depthwise_conv,
+    mixed_sum,
+    pointwise_bn,
+    space_to_batch,
+)
+
+CL = torch.channels_last
+
+
+def _map(*shape: int, seed: int = 0, shift: float = 0.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g) + shift).contiguous(memory_format=CL)
+
+
+def _close(a: torch.Tensor | None, b: torch.Tensor | None, name: str, rtol: float = 1e-4) -> None:
+    assert (a is None) == (b is None), name
+    if a is not None:
+        torch.testing.assert_close(a, b, rtol=rtol, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("kernel,stride,dilation", [(3, 1, 1), (5, 1, 1), (3, 2, 1), (5, 2, 1), (3, 1, 2),
+                                                     (5, 2, 2)])
+@pytest.mark.parametrize("size", [(12, 10), (9, 13)])
+def test_depthwise_conv_equals_conv2d(kernel: int, stride: int, dilation: int, size: tuple[int, int]) -> None:
+    padding = dilation * (kernel - 1) // 2
+    x = _map(3, 5, *size).requires_grad_()
+    w = torch.randn(5, 1, kernel, kernel, requires_grad=True)
+    ref = F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=5)
+    g = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad(ref, (x, w), g)
+    out = depthwise_conv(x, w, stride, padding, dilation)
+    grads = torch.autograd.grad(out, (x, w), g)
+    _close(out, ref, "out")
+    _close(grads[0], ref_grads[0], "x")
+    _close(grads[1], ref_grads[1], "weight")  # the 5-wide kernels take the split path
+
+
+def test_depthwise_conv_keeps_its_input_only_for_the_weight_gradient() -> None:
+    x = _map(2, 4, 8, 8).requires_grad_()
+    w = torch.randn(4, 1, 5, 5, requires_grad=True)
+    frozen = depthwise_conv(x, w.detach(), 1, 2)
+    assert frozen.grad_fn.saved_tensors[0] is None       # nothing kept for a frozen weight
+    g = torch.randn_like(frozen)
+    (grad_x,) = torch.autograd.grad(frozen, x, g)
+    _close(grad_x, torch.autograd.grad(F.conv2d(x, w, padding=2, groups=4), x, g)[0], "x")
+    assert depthwise_conv(x, w, 1, 2).grad_fn.saved_tensors[0] is not None
+
+
+def test_space_to_batch_round_trip_and_dilated_convolution() -> None:
+    x = _map(2, 3, 8, 6)
+    grids = space_to_batch(x)
+    assert grids.shape == (8, 3, 4, 3)
+    torch.testing.assert_close(grids[2 * 2: 3 * 2], x[:, :, 1::2, 0::2])   # grid (1, 0)
+    torch.testing.assert_close(batch_to_space(grids, 2), x)
+    w = torch.randn(3, 1, 3, 3)
+    dilated = F.conv2d(x, w, padding=2, dilation=2, groups=3)
+    torch.testing.assert_close(batch_to_space(F.conv2d(grids, w, padding=1, groups=3), 2), dilated,
+                               rtol=1e-5, atol=1e-5)
+
+
+def _bn(channels: int, affine: bool, seed: int = 0) -> nn.BatchNorm2d:
+    norm = nn.BatchNorm2d(channels, affine=affine)
+    if affine:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            norm.weight.uniform_(0.5, 1.5, generator=g)
+            norm.bias.uniform_(-0.5, 0.5, generator=g)
+    return norm.train()
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize("with_depthwise", [False, True])
+def test_pointwise_bn_equals_modules(relu: bool, affine: bool, with_depthwise: bool) -> None:
+    z = _map(4, 6, 7, 9, shift=1.5).requires_grad_()   # a mean far from 0: the moments must hold up
+    conv = nn.Conv2d(6, 8, 1, bias=False)
+    norm = _bn(8, affine)
+    depthwise = nn.Conv2d(8, 8, 5, padding=2, groups=8, bias=False) if with_depthwise else None
+    ref_norm, ref_conv, ref_dw = copy.deepcopy(norm), copy.deepcopy(conv), copy.deepcopy(depthwise)
+
+    y = ref_norm(ref_conv(z))
+    y = torch.relu(y) if relu else y
+    ref = ref_dw(y) if ref_dw is not None else y
+    out = pointwise_bn(z, conv.weight, norm, relu=relu, depthwise=depthwise)
+    _close(out, ref, "out")
+    g = torch.randn_like(ref)
+    ref_params = [p for m in (ref_conv, ref_norm, ref_dw) if m is not None for p in m.parameters()]
+    params = [p for m in (conv, norm, depthwise) if m is not None for p in m.parameters()]
+    ref_grads = torch.autograd.grad(ref, [z, *ref_params], g)
+    grads = torch.autograd.grad(out, [z, *params], g)
+    for i, (a, b) in enumerate(zip(grads, ref_grads)):
+        _close(a, b, f"grad {i}", rtol=1e-3)
+    _close(norm.running_mean, ref_norm.running_mean, "running_mean")
+    _close(norm.running_var, ref_norm.running_var, "running_var")
+    assert int(norm.num_batches_tracked) == int(ref_norm.num_batches_tracked) == 1
+
+
+def _reference_node(conv_terms: list[ConvTerm], plain: list[tuple[torch.Tensor, torch.Tensor]],
+                    norms: list[nn.Module], batch: int) -> torch.Tensor:
+    out = 0
+    for term, norm in zip(conv_terms, norms):
+        y = norm(F.conv2d(term.input, term.kernel))
+        out = out + term.weight * (batch_to_space(y, batch) if term.grid else y)
+    for weight, value in plain:
+        out = out + weight * value
+    return out
+
+
+@pytest.mark.parametrize("frozen", ["none", "weights", "alphas"])
+def test_mixed_sum_equals_weighted_sum_of_modules(frozen: str) -> None:
+    """Plain, space-to-batch (dilated) and block-kernel (FactorizedReduce) terms, and poolings."""
+    b, c, h, w = 3, 6, 8, 10
+    alphas = torch.randn(6, requires_grad=frozen != "alphas")
+    weights = torch.softmax(alphas, 0)
+    z1, z2 = _map(b, c, h, w, seed=1, shift=0.5), _map(b, c, h, w, seed=2)
+    grid = _map(4 * b, c, h // 2, w // 2, seed=3, shift=-1.0)
+    stacked = _map(b, 2 * c, h, w, seed=4)
+    pooled, skip = _map(b, c, h, w, seed=5), _map(b, c, h, w, seed=6)
+    inputs = [x.requires_grad_() for x in (z1, z2, grid, stacked, pooled, skip)]
+    kernels = [torch.randn(c, c, 1, 1), torch.randn(c, c, 1, 1), torch.randn(c, c, 1, 1),
+               torch.block_diag(torch.randn(c // 2, c), torch.randn(c // 2, c)).view(c, 2 * c, 1, 1)]
+    kernels = [k.requires_grad_(frozen != "weights") for k in kernels]
+    norms = [_bn(c, affine=False) for _ in range(4)]
+    ref_norms = copy.deepcopy(norms)
+
+    def terms(norm_list: list[nn.Module]) -> list[ConvTerm]:
+        return [ConvTerm(weights[0], z1, kernels[0], norm_list[0]),
+                ConvTerm(weights[1], z2, kernels[1], norm_list[1]),
+                ConvTerm(weights[2], grid, kernels[2], norm_list[2], grid=True),
+                ConvTerm(weights[3], stacked, kernels[3], norm_list[3])]
+
+    plain = [(weights[4], pooled), (weights[5], skip)]
+    out = mixed_sum((b, c, h, w), terms(norms), plain)
+    ref = _reference_node(terms(ref_norms), plain, ref_norms, b)
+    assert out.is_contiguous(memory_format=CL)
+    _close(out, ref, "out")
+    wrt = [*inputs, *kernels, alphas]
+    wrt = [t for t in wrt if t.requires_grad]
+    g = torch.randn_like(ref)
+    for i, (a, r) in enumerate(zip(torch.autograd.grad(out, wrt, g, retain_graph=True),
+                                   torch.autograd.grad(ref, wrt, g))):
+        _close(a, r, f"grad {i}", rtol=1e-3)
+    for norm, ref_norm in zip(norms, ref_norms):
+        _close(norm.running_mean, ref_norm.running_mean, "running_mean")
+        _close(norm.running_var, ref_norm.running_var, "running_var")
+
+
+def test_mixed_sum_with_only_plain_or_only_grid_terms() -> None:
+    b, c, h, w = 2, 4, 6, 6
+    weight = torch.tensor(0.25, requires_grad=True)
+    value = _map(b, c, h, w).requires_grad_()
+    out = mixed_sum((b, c, h, w), [], [(weight, value)])
+    _close(out, weight * value, "plain only")
+    grid = _map(4 * b, c, h // 2, w // 2, seed=1).requires_grad_()
+    kernel = torch.randn(c, c, 1, 1, requires_grad=True)
+    norm, ref_norm = _bn(c, False), _bn(c, False)
+    out = mixed_sum((b, c, h, w), [ConvTerm(weight, grid, kernel, norm, grid=True)], [])
+    ref = weight * batch_to_space(ref_norm(F.conv2d(grid, kernel)), b)
+    _close(out, ref, "grid only")
+    g = torch.randn_like(ref)
+    for i, (a, r) in enumerate(zip(torch.autograd.grad(out, (grid, kernel, weight), g),
+                                   torch.autograd.grad(ref, (grid, kernel, weight), g))):
+        _close(a, r, f"grad {i}", rtol=1e-3)
+
+
+def test_fused_cell_is_used_on_cpu_in_training_and_not_in_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    from nni.nas.strategy import DARTS
+
+    import ser_space.kernels as kernels
+    from ser_space import SERSpace, SpaceConfig
+    from ser_space.cells import _differentiable_cell_class
+
+    warnings.filterwarnings("ignore")
+    calls = []
+    original = kernels.mixed_sum
+    monkeypatch.setattr(kernels, "mixed_sum", lambda *a, **k: calls.append(1) or original(*a, **k))
+    model = DARTS().mutate_model(SERSpace(SpaceConfig.tiny()))
+    x = torch.randn(2, 1, 16, 32)
+    model.train()
+    model(x).sum().backward()
+    assert calls
+    calls.clear()
+    model.eval()
+    with torch.no_grad():
+        model(x)
+    assert not calls
+    monkeypatch.setattr(_differentiable_cell_class(), "fused", False)
+    model.train()
+    model(x)
+    assert not calls
