@@ -39,8 +39,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 # 1. supernet: first order, second order, ENAS at every batch size (fp32, ours)
 section supernet 170 "$PY" benchmarks/bench_supernet.py --device cuda --batch-sizes "$BS" --repeats "$REP" \
   --out-dir "$OUT"
-# 2. the "before" supernet (NNI's cell, NCHW) and mixed precision, first order at batch 8 and 64
-section supernet_nni 60 "$PY" benchmarks/bench_supernet.py --device cuda --impl nni --cases darts-first \
+# 2. the "before" supernet (NNI's cell in NCHW, NNI's step) and mixed precision, first order at batch 8 and 64
+section supernet_nni 60 "$PY" benchmarks/bench_supernet.py --device cuda --impl nni --step nni --cases darts-first \
   --batch-sizes "${BS%%,*}$( [[ $QUICK == 1 ]] || echo ,64)" --repeats "$REP" --out-dir "$OUT"
 for prec in bf16-mixed 16-mixed; do
   section "supernet_$prec" 45 "$PY" benchmarks/bench_supernet.py --device cuda --precision "$prec" \

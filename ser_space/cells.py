@@ -393,8 +393,11 @@ class DartsMixedCell:
         from nni.nas.nn.pytorch.cell import preprocess_cell_inputs
 
         processed_inputs = preprocess_cell_inputs(self.num_predecessors, *inputs)
-        states: list[torch.Tensor] = self.preprocessor(processed_inputs)
-        node = self._fused_node if self._uses_fused(states[0]) else self._node
+        fused = self._uses_fused(processed_inputs[-1])
+        states = _fused_preprocess(self.preprocessor, processed_inputs) if fused else None
+        if states is None:
+            states = self.preprocessor(processed_inputs)
+        node = self._fused_node if fused else self._node
         shared = _SharedInputs(states)
         for i, ops in enumerate(self.ops, start=self.num_predecessors):
             states.append(node(states, i, ops, shared))
@@ -446,6 +449,28 @@ class _SharedInputs:
                 odd = nn.functional.pad(odd, (0, even.size(3) - odd.size(3), 0, even.size(2) - odd.size(2)))
             return torch.cat([even, odd], dim=1).contiguous(memory_format=torch.channels_last)
         return self._get(("parities", j), make)
+
+
+def _fused_preprocess(preprocessor: nn.Module, inputs: list[torch.Tensor]) -> list[torch.Tensor] | None:
+    """``CellPreprocessor`` through :func:`~ser_space.kernels.pointwise_bn`, or None if it is not one."""
+    from .kernels import pointwise_bn
+
+    if not isinstance(preprocessor, CellPreprocessor) or len(inputs) != 2:
+        return None
+    states = []
+    for module, x in zip((preprocessor.pre0, preprocessor.pre1), inputs):
+        if (isinstance(module, ReLUConvBN) and module[1].kernel_size == (1, 1) and module[1].stride == (1, 1)
+                and module[1].padding == (0, 0)):
+            states.append(pointwise_bn(torch.relu(x), module[1].weight, module[2]))
+        elif isinstance(module, FactorizedReduce):
+            shared = _SharedInputs([x])
+            half, channels = module.conv_1.weight.shape[:2]
+            kernel = torch.block_diag(module.conv_1.weight.view(half, channels),
+                                      module.conv_2.weight.view(half, channels))
+            states.append(pointwise_bn(shared.parities(0), kernel.view(2 * half, 2 * channels, 1, 1), module.bn))
+        else:
+            return None
+    return states
 
 
 def _conv_term(op: nn.Module, j: int, weight: torch.Tensor, shared: _SharedInputs) -> Any:

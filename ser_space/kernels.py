@@ -121,6 +121,19 @@ def _splits_wide_kernel(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int
             and x.size(2) * x.size(3) >= _SPLIT_MIN_PIXELS)
 
 
+def _shifted(grad: torch.Tensor, by: int) -> torch.Tensor:
+    """``grad`` moved ``by`` columns to the left (right if negative), zeros coming in; channels-last."""
+    out = torch.empty_like(grad, memory_format=_CL)
+    width = grad.size(3)
+    if by > 0:
+        out[:, :, :, : width - by].copy_(grad[:, :, :, by:])
+        out[:, :, :, width - by:].zero_()
+    else:
+        out[:, :, :, -by:].copy_(grad[:, :, :, : width + by])
+        out[:, :, :, :-by].zero_()
+    return out
+
+
 def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                            stride: tuple[int, int], padding: tuple[int, int],
                            dilation: tuple[int, int]) -> torch.Tensor:
@@ -135,8 +148,7 @@ def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Te
     # down column 0: a 5 x 1 kernel's gradient on that column.
     narrow = weight[:, :, :, :3].contiguous()
     pad = (padding[0], 1)
-    left = _cl(F.pad(grad[:, :, :, 1:], (0, 1)))
-    right = _cl(F.pad(grad[:, :, :, :-1], (1, 0)))
+    left, right = _shifted(grad, 1), _shifted(grad, -1)
     first = _conv_backward(left, x, narrow, stride, pad, dilation, groups, (False, True))[1]
     second = _conv_backward(right, x, narrow, stride, pad, dilation, groups, (False, True))[1]
     column = weight[:, :, :, :1].contiguous()
