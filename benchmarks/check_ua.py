@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import sys
 import tempfile
@@ -62,18 +63,31 @@ def main(argv: list[str] | None = None) -> int:
     if "--no-webui" in cli.build_parser().format_help() or _has_no_webui(cli):
         flags.append("--no-webui")
     rc = cli.main(flags)
-    histories = sorted((tmp / "runs").rglob("*history*.csv"))
-    rows = []
-    for path in histories:
+    search_history, retrain_history = [], []
+    for path in sorted((tmp / "runs").rglob("search.json")):
+        search_history.extend(json.loads(path.read_text()).get("history") or [])
+    for path in sorted((tmp / "runs").rglob("retrain.csv")):
         with path.open() as handle:
-            for row in csv.DictReader(handle):
-                rows.append({"file": str(path.relative_to(tmp)), **row})
-    results = sorted((tmp / "runs").rglob("*.json"))
-    payload = {"impl": args.impl, "epochs": args.epochs, "flags": flags, "returncode": rc, "history": rows,
-               "result_files": {str(p.relative_to(tmp)): p.read_text()[:4000] for p in results
-                                if p.name in ("metrics.json", "summary.json")}}
+            retrain_history.extend(csv.DictReader(handle))
+    metrics = [json.loads(p.read_text()) for p in sorted((tmp / "runs").rglob("metrics.json"))]
+    for name, history in (("search", search_history), ("retrain", retrain_history)):
+        for row in history:
+            print(f"{args.impl} {name} " + "  ".join(f"{k} {_short(v)}" for k, v in row.items()
+                                                     if not isinstance(v, (dict, list))))
+    for m in metrics:
+        print(f"{args.impl} test UA {m.get('test_ua')}  WA {m.get('test_wa')}")
+    payload = {"impl": args.impl, "epochs": args.epochs, "flags": flags, "returncode": rc,
+               "search_history": search_history, "retrain_history": retrain_history, "metrics": metrics}
     print(f"wrote {_common.write_results(f'check_ua_{args.impl}', payload, args.out_dir)}")
     return int(rc or 0)
+
+
+def _short(value: object) -> str:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{number:.4f}" if not number.is_integer() else str(int(number))
 
 
 def _has_no_webui(cli) -> bool:  # noqa: ANN001

@@ -302,8 +302,9 @@ class Dropout(nn.Dropout):
     step. Here each element takes 16 random bits (``randint``), is kept when they fall
     above ``p`` (``p`` is rounded to a multiple of 1/65536), and the backward pass keeps a
     bool mask (a quarter of the memory). Same distribution up to that rounding, same
-    scaling ``1 / (1 - p)``, reproducible under ``torch.manual_seed``; every other case
-    (evaluation, GPU, ``p`` of 0 or 1, ``inplace``) is ``nn.Dropout``'s.
+    scaling ``1 / (1 - p)``, reproducible under ``torch.manual_seed``, and the same mask for
+    a channels-last map as for its NCHW copy; every other case (evaluation, GPU, ``p`` of
+    0 or 1, ``inplace``) is ``nn.Dropout``'s.
 
     ::
 
@@ -323,10 +324,9 @@ class _FastDropout(torch.autograd.Function):
         n = x.numel()
         threshold = min(32767, int(round(p * 65536)) - 32768)
         bits = torch.randint(-2**31, 2**31 - 1, ((n + 1) // 2,), dtype=torch.int32).view(torch.int16)[:n]
-        # the mask in x's memory order, so the product keeps x's layout (channels-last too)
-        order = sorted(range(x.dim()), key=lambda d: -x.stride(d))
-        shape = [x.size(d) for d in order]
-        mask = (bits >= threshold).view(shape).permute(*[order.index(d) for d in range(x.dim())])
+        # drawn in logical (NCHW) order: the same mask whatever x's memory layout, so a
+        # channels-last model and an NCHW one drop the same elements
+        mask = (bits >= threshold).view(x.shape)
         ctx.scale = 1.0 / (1.0 - p)
         ctx.save_for_backward(mask)
         return torch.mul(x, mask).mul_(ctx.scale)

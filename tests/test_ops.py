@@ -286,4 +286,6 @@ def test_dropout_keeps_layout_rate_scale_and_gradient() -> None:
     torch.manual_seed(3)
     assert torch.equal(drop(x), y)                                   # seeded: reproducible
     assert not torch.equal(drop(x), y)                               # a new draw each call
+    torch.manual_seed(3)
+    assert torch.equal(drop(x.detach().contiguous()), y)             # the same mask in NCHW
     assert torch.equal(drop.eval()(x), x)
