@@ -1,33 +1,30 @@
 """Fused CPU building blocks of the DARTS supernet (speed and memory only; same functions).
 
-PyTorch evaluates a DARTS mixed op as dozens of separate passes over full-size maps, and on
-a CPU with the supernet's few channels (8-32) several of them run far below memory speed:
-batch norm on channels-last maps, the weight gradient of depthwise kernels wider than 3,
-and the full-size scalings of the weighted sum. These autograd functions compute the same
-values with fewer passes:
+PyTorch evaluates a DARTS mixed op as dozens of separate passes over full-size maps, each
+kept for the backward pass; on a 2-core CPU with the supernet's few channels (8-32) the
+step is bound by that memory traffic and by oneDNN's cost per call. These autograd
+functions compute the same values with fewer passes and keep less:
 
 :func:`depthwise_conv`
     ``F.conv2d(x, w, groups=C)`` whose backward computes the weight gradient of a
     ``k x 5`` kernel at stride 1 as two ``k x 3`` ones (oneDNN's kernels for width 3 are
-    several times faster),
-    and keeps ``x`` only when the weight needs a gradient.
+    several times faster), and keeps ``x`` only when the weight needs a gradient.
 :func:`pointwise_bn`
-    ``[ReLU](BN(conv1x1(z, w)))`` in training mode: the 1x1 convolution's output is not
-    kept for the backward pass but recomputed there (a cheap matrix product), so only
-    ``z`` (already kept by the depthwise convolution before it) and the output stay alive.
+    ``[depthwise](ReLU?(BN(conv1x1(z, w))))`` in training mode: batch statistics from the
+    moments of ``z`` (below), so the 1x1 convolution writes the normalised output in one
+    call; with a following depthwise convolution its input is recomputed in the backward
+    pass instead of kept.
 :func:`mixed_sum`
-    A DARTS node, ``sum_t w_t BN_t(conv1x1(z_t, W_t)) + sum_u w_u T_u``: every candidate
-    that ends in batch norm is normalised, scaled by its weight and added in one pass,
-    and its backward takes the node's gradient directly (no scaled copy per candidate);
-    the weights' gradients fall out of the reductions batch norm needs anyway.
-
-Batch statistics come from a view of the channels-last map whose rows hold ``k`` pixels
-(about 128 floats): per-channel broadcasts over rows of only ``C`` floats are what makes
-PyTorch's own kernels slow here (see :class:`ser_space.ops.BatchNorm2d`).
+    A DARTS node, ``sum_t w_t BN_t(conv1x1(z_t, W_t)) + sum_u w_u T_u``: each candidate
+    that ends in ``1x1 conv -> BN`` is one convolution whose kernel carries its
+    normalisation and weight, added into the node by oneDNN's fused conv + add; its
+    backward reads the node's gradient directly, and the weights' gradients fall out of
+    the moments it needs anyway.
 
 Every function expects channels-last CPU tensors (float32; float64 works too, without
-oneDNN's fused convolutions) in training mode (BN with batch statistics); :class:`ser_space.cells.DartsMixedCell` only calls them then. The tests check
-values and gradients against the plain PyTorch modules (tests/test_kernels.py).
+oneDNN's fused convolutions) in training mode (BN with batch statistics);
+:class:`ser_space.cells.DartsMixedCell` only calls them then. tests/test_kernels.py checks
+values and gradients against the plain PyTorch modules.
 """
 
 from __future__ import annotations
@@ -91,7 +88,7 @@ def space_to_batch(x: torch.Tensor) -> torch.Tensor:
 
 
 def batch_to_space(y: torch.Tensor, batch: int) -> torch.Tensor:
-    """Inverse of :func:`space_to_batch` (a strided view; ``.contiguous`` copies it)."""
+    """Inverse of :func:`space_to_batch` (a copy)."""
     _, c, h2, w2 = y.shape
     return (y.permute(0, 2, 3, 1).reshape(2, 2, batch, h2, w2, c)
             .permute(2, 3, 0, 4, 1, 5).reshape(batch, 2 * h2, 2 * w2, c).permute(0, 3, 1, 2))
@@ -111,14 +108,9 @@ def _conv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, st
     return grad_x, grad_w
 
 
-_SPLIT_MIN_PIXELS = 0
-"""Below this many pixels per map the two extra calls cost more than oneDNN's slow kernel saves."""
-
-
-def _splits_wide_kernel(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
-                        padding: tuple[int, int], dilation: tuple[int, int]) -> bool:
-    return (weight.size(3) == 5 and stride[1] == 1 and dilation[1] == 1 and padding[1] == 2
-            and x.size(2) * x.size(3) >= _SPLIT_MIN_PIXELS)
+def _splits_wide_kernel(weight: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int],
+                        dilation: tuple[int, int]) -> bool:
+    return weight.size(3) == 5 and stride[1] == 1 and dilation[1] == 1 and padding[1] == 2
 
 
 def _shifted(grad: torch.Tensor, by: int) -> torch.Tensor:
@@ -138,7 +130,7 @@ def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Te
                            stride: tuple[int, int], padding: tuple[int, int],
                            dilation: tuple[int, int]) -> torch.Tensor:
     groups = weight.size(0)
-    if not _splits_wide_kernel(x, weight, stride, padding, dilation):
+    if not _splits_wide_kernel(weight, stride, padding, dilation):
         return _conv_backward(grad, x, weight, stride, padding, dilation, groups, (False, True))[1]
     # Tap j of a width-5 kernel (padding 2) reads column w + j - 2; tap t of a width-3 one
     # (padding 1, the same output width) reads w + t - 1. With the gradient moved one
@@ -163,7 +155,7 @@ def _depthwise_backward(grad: torch.Tensor, x: torch.Tensor | None, x_shape: tor
     stride, padding, dilation = conv
     groups = weight.size(0)
     grad = _cl(grad)
-    if need_w and x is not None and not _splits_wide_kernel(x, weight, stride, padding, dilation):
+    if need_w and x is not None and not _splits_wide_kernel(weight, stride, padding, dilation):
         return _conv_backward(grad, x, weight, stride, padding, dilation, groups, (need_x, True))
     grad_x = grad_w = None
     if need_x:
@@ -255,6 +247,10 @@ def _norm_affine(norm: nn.Module | None) -> tuple[torch.Tensor | None, torch.Ten
     return norm.weight, norm.bias
 
 
+_EXACT_RATIO = 1e-3
+"""Statistics from moments only where var >= this x their rounding scale (float32: ~1e-4 relative)."""
+
+
 class _Group:
     """``T`` terms ``w_t * BN_t(W_t z_t)`` with one input width, their small algebra batched.
 
@@ -275,6 +271,16 @@ class _Group:
         self.mean = (self.kernel @ self.sums.unsqueeze(-1)).squeeze(-1) / n
         square = ((self.kernel @ self.gram) * self.kernel).sum(-1) / n
         self.var = (square - self.mean * self.mean).clamp_min_(0.0)
+        # The moments carry float32 rounding of the size of sum |W| |G| |W|; where the
+        # variance is not well above it (a nearly constant channel, or one that cancels
+        # large inputs) it is computed from y = W z itself, two-pass.
+        scale = ((self.kernel.abs() @ self.gram.abs()) * self.kernel.abs()).sum(-1) / n
+        self.exact = (self.var < _EXACT_RATIO * scale).any(-1).tolist()
+        if any(self.exact):
+            for t in [t for t, flag in enumerate(self.exact) if flag]:
+                y = F.conv2d(inputs[t], kernels[t].detach().to(z.dtype)).double()
+                var, mean = torch.var_mean(y, dim=(0, 2, 3), correction=0)
+                self.mean[t], self.var[t] = mean, var
         eps = {norm.eps for norm in norms}
         eps_value = eps.pop() if len(eps) == 1 else torch.tensor([norm.eps for norm in norms]).double()[:, None]
         self.rstd = torch.rsqrt(self.var + eps_value)
@@ -320,6 +326,31 @@ class _Group:
             "self_kernel": (kernel_t @ (b.unsqueeze(-1) * self.kernel)).to(self.dtype),
             "input_bias": (kernel_t @ c.unsqueeze(-1)).squeeze(-1).to(self.dtype),
         }
+
+
+    def exact_backward(self, t: int, grad: torch.Tensor, z: torch.Tensor,
+                       kernel: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Term ``t``'s gradients through y = W z itself, for the terms ``exact`` flags.
+
+        Where the moments cancel (see ``__init__``) the backward formulas from them would
+        too; this is plain batch norm backward on the recomputed ``y``.
+        """
+        n = self.count
+        weight = kernel.detach().to(grad.dtype)
+        y = F.conv2d(z, weight)
+        shape = (1, -1, 1, 1)
+        xhat = (y - self.mean[t].to(y.dtype).view(shape)) * self.rstd[t].to(y.dtype).view(shape)
+        sum_grad = grad.sum((0, 2, 3)).double()
+        sum_grad_xhat = (grad * xhat).sum((0, 2, 3)).double()
+        gamma = self.gamma[t] if self.affine else torch.ones_like(sum_grad)
+        beta = self.beta[t] if self.affine else torch.zeros_like(sum_grad)
+        w = 1.0 if self.weight is None else self.weight[t]
+        gain = (w * gamma * self.rstd[t]).to(y.dtype).view(shape)
+        grad_y = gain * (grad - (sum_grad / n).to(y.dtype).view(shape)
+                         - xhat * (sum_grad_xhat / n).to(y.dtype).view(shape))
+        grad_z, grad_kernel = _conv_backward(_cl(grad_y), z, weight, (1, 1), (0, 0), (1, 1), 1, (True, True))
+        return {"weight": (gamma * sum_grad_xhat + beta * sum_grad).sum(), "gamma": w * sum_grad_xhat,
+                "beta": w * sum_grad, "kernel": grad_kernel, "input": grad_z}
 
 
 def _update_running(norms: Sequence[nn.Module], mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
@@ -401,12 +432,19 @@ class _PointwiseBN(torch.autograd.Function):
         del h
         sum_grad = _channel_sums(*pixel_rows(grad)).double()
         needs = ctx.needs_input_grad
-        cross, part = _cross_and_transpose(grad, z, ctx.scaled[0], needs[0])
-        grads = ctx.group.backward(cross.unsqueeze(0), sum_grad)
-        grad_z = _input_grad_(part, z, grads, 0) if needs[0] else None
-        grad_w = grads["kernel"][0].view_as(weight) if needs[1] else None
-        grad_gamma = grads["gamma"][0].to(z.dtype) if gamma is not None and needs[2] else None
-        grad_beta = grads["beta"][0].to(z.dtype) if beta is not None and needs[3] else None
+        if ctx.group.exact[0]:
+            exact = ctx.group.exact_backward(0, grad, z, weight)
+            grad_z, grad_w = exact["input"], exact["kernel"]
+            grad_gamma, grad_beta = exact["gamma"], exact["beta"]
+        else:
+            cross, part = _cross_and_transpose(grad, z, ctx.scaled[0], needs[0])
+            grads = ctx.group.backward(cross.unsqueeze(0), sum_grad)
+            grad_z = _input_grad_(part, z, grads, 0) if needs[0] else None
+            grad_w, grad_gamma, grad_beta = grads["kernel"][0], grads["gamma"][0], grads["beta"][0]
+        grad_z = grad_z if needs[0] else None
+        grad_w = grad_w.view_as(weight) if needs[1] else None
+        grad_gamma = grad_gamma.to(z.dtype) if gamma is not None and needs[2] else None
+        grad_beta = grad_beta.to(z.dtype) if beta is not None and needs[3] else None
         return grad_z, grad_w, grad_gamma, grad_beta, grad_dw, None, None, None
 
 
@@ -532,12 +570,18 @@ class _MixedSum(torch.autograd.Function):
             result = group.backward(torch.stack(crosses), sum_grad)
             for row, (t, part) in enumerate(zip(members, parts)):
                 weight, z, kernel = saved[3 * t: 3 * t + 3]
+                if group.exact[row]:
+                    exact = group.exact_backward(row, grad_grid if specs[t][1] else grad, z, kernel)
+                    d_weight, d_input, d_kernel = exact["weight"], exact["input"], exact["kernel"]
+                else:
+                    d_weight, d_kernel = result["weight"][row], result["kernel"][row]
+                    d_input = _input_grad_(part, z, result, row) if needs[3 * t + 1] else None
                 if needs[3 * t]:
-                    grads[3 * t] = result["weight"][row].to(weight.dtype).reshape(weight.shape)
+                    grads[3 * t] = d_weight.to(weight.dtype).reshape(weight.shape)
                 if needs[3 * t + 1]:
-                    grads[3 * t + 1] = _input_grad_(part, z, result, row)
+                    grads[3 * t + 1] = d_input
                 if needs[3 * t + 2]:
-                    grads[3 * t + 2] = result["kernel"][row].view_as(kernel)
+                    grads[3 * t + 2] = d_kernel.view_as(kernel)
         pos = 3 * num_conv
         for _ in range(num_plain):
             weight, value = saved[pos], saved[pos + 1]

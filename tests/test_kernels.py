@@ -209,3 +209,50 @@ def test_fused_cell_is_used_on_cpu_in_training_and_not_in_evaluation(monkeypatch
     model.train()
     model(x)
     assert not calls
+
+
+def test_statistics_hold_where_the_moments_cancel() -> None:
+    """y = z_0 - z_1 of two large, nearly equal inputs: from the moments alone every digit of
+    the variance (and of the weight gradient) would be lost; the fused function must be as
+    accurate as PyTorch's float32 batch norm, against a float64 reference."""
+    g = torch.Generator().manual_seed(0)
+    base = 100.0 + 0.01 * torch.randn(2, 1, 9, 9, generator=g)
+    z = torch.cat([base + 0.01 * torch.randn(2, 1, 9, 9, generator=g) for _ in range(4)], 1)
+    z = z.contiguous(memory_format=CL).requires_grad_()
+    kernel = torch.tensor([[1.0, -1.0, 0, 0], [0, 0, 1.0, -1.0], [1.0, 0, 0, 0]]).view(3, 4, 1, 1)
+    kernel.requires_grad_()
+    norms = [_bn(3, False) for _ in range(3)]
+    fused = pointwise_bn(z, kernel, norms[0])
+    plain = norms[1](F.conv2d(z, kernel))
+    exact = norms[2].double()(F.conv2d(z.double(), kernel.double()))
+    g_out = torch.randn_like(exact)
+    results = [(fused, *torch.autograd.grad(fused, (z, kernel), g_out.float())),
+               (plain, *torch.autograd.grad(plain, (z, kernel), g_out.float()))]
+    reference = (exact, *torch.autograd.grad(exact, (z, kernel), g_out))
+    for name, mine, pytorch, truth in zip(("out", "z", "kernel"), *results, reference):
+        error, pytorch_error = (mine.double() - truth).abs().max(), (pytorch.double() - truth).abs().max()
+        assert error <= 2 * pytorch_error + 1e-4 * truth.abs().max(), (name, float(error), float(pytorch_error))
+    torch.testing.assert_close(norms[0].running_var, norms[1].running_var, rtol=1e-3, atol=1e-6)
+
+
+def test_mixed_sum_statistics_hold_where_the_moments_cancel() -> None:
+    g = torch.Generator().manual_seed(1)
+    base = 100.0 + 0.01 * torch.randn(2, 1, 8, 8, generator=g)
+    z = torch.cat([base + 0.01 * torch.randn(2, 1, 8, 8, generator=g) for _ in range(2)], 1)
+    z = z.contiguous(memory_format=CL).requires_grad_()
+    other = _map(2, 2, 8, 8, seed=2).requires_grad_()
+    kernel = torch.tensor([[1.0, -1.0], [0.5, -0.5]]).view(2, 2, 1, 1).requires_grad_()
+    weights = torch.softmax(torch.tensor([0.3, -0.2]), 0).requires_grad_()
+    norms = [_bn(2, False) for _ in range(3)]
+    fused = mixed_sum((2, 2, 8, 8), [ConvTerm(weights[0], z, kernel, norms[0])], [(weights[1], other)])
+    plain = weights[0] * norms[1](F.conv2d(z, kernel)) + weights[1] * other
+    exact = (weights[0].double() * norms[2].double()(F.conv2d(z.double(), kernel.double()))
+             + weights[1].double() * other.double())
+    g_out = torch.randn_like(exact)
+    wrt = (z, kernel, other)
+    results = [(fused, *torch.autograd.grad(fused, wrt, g_out.float(), retain_graph=True)),
+               (plain, *torch.autograd.grad(plain, wrt, g_out.float(), retain_graph=True))]
+    reference = (exact, *torch.autograd.grad(exact, wrt, g_out))
+    for name, mine, pytorch, truth in zip(("out", "z", "kernel", "other"), *results, reference):
+        error, pytorch_error = (mine.double() - truth).abs().max(), (pytorch.double() - truth).abs().max()
+        assert error <= 2 * pytorch_error + 1e-4 * truth.abs().max(), (name, float(error), float(pytorch_error))
