@@ -268,6 +268,7 @@ def _differentiable_cell_class() -> type:
         forward = DartsMixedCell.forward
         fused = DartsMixedCell.fused
         _uses_fused = DartsMixedCell._uses_fused
+        _candidates = DartsMixedCell._candidates
         _node = DartsMixedCell._node
         _fused_node = DartsMixedCell._fused_node
 
@@ -331,61 +332,62 @@ class DartsMixedCell:
                 and x.is_contiguous(memory_format=torch.channels_last)
                 and not torch.is_autocast_enabled("cpu"))
 
-    def _node(self, states: list[torch.Tensor], i: int, ops: list[dict[str, nn.Module]],
-              shared: _SharedInputs) -> torch.Tensor:
-        acc: torch.Tensor | None = None
+    def _candidates(self, states: list[torch.Tensor], i: int, ops: list[dict[str, nn.Module]]
+                    ) -> tuple[list[tuple[int, torch.Tensor, nn.Module]], torch.Tensor | None]:
+        """Node ``i``'s non-zero candidates as (input state, softmax weight, op), and a zero
+        map shaped like the node (from a ``none`` op) for when there are none."""
+        candidates = []
         zero_like: torch.Tensor | None = None
         for j in range(i):
             weights = self._softmax(self._arch_alpha[f"{self.label}/{i}_{j}"])
             for k, op in enumerate(ops[j].values()):
                 if isinstance(op, (Zero, SeqZero)):
                     zero_like = op(states[j]) if zero_like is None else zero_like
-                    continue
-                if isinstance(op, (SepConv, DilConv, FactorizedReduce)):
-                    out = op.forward_activated(shared.relu(j))
-                elif type(op) in _PARAMETER_FREE:
-                    out = shared.pool(j, op)
                 else:
-                    out = op(states[j])
-                if acc is None:
-                    acc = out * weights[k]
-                else:
-                    acc = acc.addcmul_(out, weights[k]) if not _needs_new(acc, out) else acc + out * weights[k]
-        if acc is None:
-            # every candidate is zero: the node is zero (shaped like a zero op's output)
-            if zero_like is None:
-                raise RuntimeError(f"{self.label}: node {i} has no candidate op")
-            return zero_like
-        return acc
+                    candidates.append((j, weights[k], op))
+        if not candidates and zero_like is None:
+            raise RuntimeError(f"{self.label}: node {i} has no candidate op")
+        return candidates, zero_like
+
+    def _node(self, states: list[torch.Tensor], i: int, ops: list[dict[str, nn.Module]],
+              shared: _SharedInputs) -> torch.Tensor:
+        candidates, zero_like = self._candidates(states, i, ops)
+        acc: torch.Tensor | None = None
+        for j, weight, op in candidates:
+            if isinstance(op, (SepConv, DilConv, FactorizedReduce)):
+                out = op.forward_activated(shared.relu(j))
+            elif type(op) in _PARAMETER_FREE:
+                out = shared.pool(j, op)
+            else:
+                out = op(states[j])
+            if acc is None:
+                acc = out * weight
+            else:
+                acc = acc.addcmul_(out, weight) if not _needs_new(acc, out) else acc + out * weight
+        # every candidate zero: the node is zero (shaped like a zero op's output)
+        return acc if acc is not None else zero_like
 
     def _fused_node(self, states: list[torch.Tensor], i: int, ops: list[dict[str, nn.Module]],
                     shared: _SharedInputs) -> torch.Tensor:
         from .kernels import ConvTerm, mixed_sum
 
+        candidates, zero_like = self._candidates(states, i, ops)
         conv_terms: list[ConvTerm] = []
         plain_terms: list[tuple[torch.Tensor, torch.Tensor]] = []
         shape: tuple[int, ...] | None = None
-        zero_like: torch.Tensor | None = None
-        for j in range(i):
-            weights = self._softmax(self._arch_alpha[f"{self.label}/{i}_{j}"])
-            for k, op in enumerate(ops[j].values()):
-                if isinstance(op, (Zero, SeqZero)):
-                    zero_like = op(states[j]) if zero_like is None else zero_like
-                    continue
-                term = _conv_term(op, j, weights[k], shared)
-                if term is not None:
-                    conv_terms.append(term)
-                    term_shape = _term_shape(term)
-                else:
-                    out = shared.pool(j, op) if type(op) in _PARAMETER_FREE else op(states[j])
-                    plain_terms.append((weights[k], out))
-                    term_shape = tuple(out.shape)
-                if shape is not None and term_shape != shape:
-                    raise RuntimeError(f"{self.label}: node {i} mixes shapes {shape} and {term_shape}")
-                shape = term_shape
+        for j, weight, op in candidates:
+            term = _conv_term(op, j, weight, shared)
+            if term is not None:
+                conv_terms.append(term)
+                term_shape = _term_shape(term)
+            else:
+                out = shared.pool(j, op) if type(op) in _PARAMETER_FREE else op(states[j])
+                plain_terms.append((weight, out))
+                term_shape = tuple(out.shape)
+            if shape is not None and term_shape != shape:
+                raise RuntimeError(f"{self.label}: node {i} mixes shapes {shape} and {term_shape}")
+            shape = term_shape
         if shape is None:
-            if zero_like is None:
-                raise RuntimeError(f"{self.label}: node {i} has no candidate op")
             return zero_like
         return mixed_sum(shape, conv_terms, plain_terms)
 
@@ -488,7 +490,7 @@ def _conv_term(op: nn.Module, j: int, weight: torch.Tensor, shared: _SharedInput
         return ConvTerm(weight, z, second[2].weight, second[3])
     if isinstance(op, DilConv):
         dw = op[1]
-        (k, _), (s, _), (d, _), (p, _) = dw.kernel_size, dw.stride, dw.dilation, dw.padding
+        (s, _), (d, _), (p, _) = dw.stride, dw.dilation, dw.padding
         x = shared.relu(j)
         if d == 2 and s == 1 and p % 2 == 0 and x.size(2) % 2 == 0 and x.size(3) % 2 == 0:
             z = depthwise_conv(shared.grid(j), dw.weight, 1, p // 2)

@@ -36,7 +36,8 @@ def frozen(parameters: Iterable[nn.Parameter]) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-def _loss_of(output: Any) -> Any:
+def loss_of(output: Any) -> Any:
+    """The loss of an evaluator's ``training_step`` output (a dict with ``loss``, or the loss)."""
     return output["loss"] if isinstance(output, dict) else output
 
 
@@ -67,7 +68,7 @@ class LeanDartsLightningModule(DartsLightningModule):
         self.resample()
         arc_optim.zero_grad()
         with frozen(self.weight_parameters()):
-            loss = _loss_of(self.training_module.training_step(val_batch, 2 * batch_idx))
+            loss = loss_of(self.training_module.training_step(val_batch, 2 * batch_idx))
             if self.penalty is not None:
                 loss, details = self.penalty(loss, self.export_probs())
                 self.log_dict({f"penalty/{k}": v for k, v in details.items()})
@@ -79,7 +80,7 @@ class LeanDartsLightningModule(DartsLightningModule):
         self.resample()
         with frozen(self.arch_parameters()):
             loss_and_metrics = self.training_module.training_step(trn_batch, 2 * batch_idx + 1)
-            self.advance_optimization(_loss_of(loss_and_metrics), batch_idx, self.gradient_clip_val)
+            self.advance_optimization(loss_of(loss_and_metrics), batch_idx, self.gradient_clip_val)
         self.advance_lr_schedulers(batch_idx)
         if batch_idx % self.log_prob_every_n_step == 0:
             self.log_probs(self.export_probs())

@@ -40,11 +40,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
-from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 from nni.nas.strategy import DARTS
 from torch import nn, optim
 
-from .darts_step import frozen
+from .darts_step import LeanDartsLightningModule, loss_of
 
 logger = logging.getLogger(__name__)
 
@@ -174,12 +173,8 @@ def _muted_logging(module: pl.LightningModule) -> Iterator[None]:
                 delattr(module, name)
 
 
-def _loss_of(output: Any) -> torch.Tensor:
-    return output["loss"] if isinstance(output, dict) else output
-
-
-class SecondOrderDartsLightningModule(DartsLightningModule):
-    """NNI's :class:`DartsLightningModule` with the unrolled (second-order) architecture step.
+class SecondOrderDartsLightningModule(LeanDartsLightningModule):
+    """NNI's DARTS step (:class:`LeanDartsLightningModule`) with the unrolled architecture step.
 
     Each training step is: (1) architecture step with the gradient of
     :func:`unrolled_arch_gradient` on the ``train`` and ``val`` batches, then (2) NNI's
@@ -202,7 +197,7 @@ class SecondOrderDartsLightningModule(DartsLightningModule):
     finite_difference_eps : float
         ``eps_scale`` of :func:`unrolled_arch_gradient` (DARTS: 0.01).
     **kwargs
-        The keyword arguments of :class:`DartsLightningModule`.
+        The keyword arguments of NNI's ``DartsLightningModule``.
     """
 
     def __init__(self, training_module: pl.LightningModule, *, unrolled_lr: float | None = None,
@@ -244,10 +239,10 @@ class SecondOrderDartsLightningModule(DartsLightningModule):
 
         def loss_train() -> torch.Tensor:
             with _muted_logging(self.training_module):
-                return _loss_of(self.training_module.training_step(trn_batch, 2 * batch_idx + 1))
+                return loss_of(self.training_module.training_step(trn_batch, 2 * batch_idx + 1))
 
         def loss_val() -> torch.Tensor:
-            loss = _loss_of(self.training_module.training_step(val_batch, 2 * batch_idx))
+            loss = loss_of(self.training_module.training_step(val_batch, 2 * batch_idx))
             if self.penalty is not None:
                 loss, details = self.penalty(loss, self.export_probs())
                 self.log_dict({f"penalty/{k}": v for k, v in details.items()})
@@ -260,31 +255,20 @@ class SecondOrderDartsLightningModule(DartsLightningModule):
         )
         return list(zip(arch_params, grads))
 
-    def training_step(self, batch: Any, batch_idx: int) -> Any:
+    def architecture_phase(self, trn_batch: Any, val_batch: Any, batch_idx: int) -> None:
+        """Phase 1: the unrolled architecture step (after warm-up, as in NNI's DARTS).
+
+        Phase 2, the weight step with its schedulers and logging, is
+        :meth:`LeanDartsLightningModule.weight_phase`: NNI's, with the alphas frozen.
+        """
         arc_optim = self.architecture_optimizers()
         if not isinstance(arc_optim, optim.Optimizer):
             raise TypeError(f"Expect arc_optim to be a single Optimizer, but found: {arc_optim}")
-        trn_batch = batch["train"]
-        val_batch = batch["val"]
-
-        # Phase 1: unrolled architecture step (after warm-up, as in NNI's DARTS)
-        if self.warmup_epochs == 0 or self.trainer.current_epoch >= self.warmup_epochs:
-            self.resample()
-            arc_optim.zero_grad()
-            for alpha, grad in self.unrolled_step_gradient(trn_batch, val_batch, batch_idx):
-                alpha.grad = grad.to(alpha.dtype)
-            arc_optim.step()
-
-        # Phase 2: weight step, schedulers and logging exactly as NNI's DARTS (the alphas
-        # frozen: their gradient from this loss is never used)
         self.resample()
-        with frozen(self.arch_parameters()):
-            loss_and_metrics = self.training_module.training_step(trn_batch, 2 * batch_idx + 1)
-            self.advance_optimization(_loss_of(loss_and_metrics), batch_idx, self.gradient_clip_val)
-        self.advance_lr_schedulers(batch_idx)
-        if batch_idx % self.log_prob_every_n_step == 0:
-            self.log_probs(self.export_probs())
-        return loss_and_metrics
+        arc_optim.zero_grad()
+        for alpha, grad in self.unrolled_step_gradient(trn_batch, val_batch, batch_idx):
+            alpha.grad = grad.to(alpha.dtype)
+        arc_optim.step()
 
 
 class SecondOrderDARTS(DARTS):

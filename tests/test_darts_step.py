@@ -6,14 +6,14 @@ search from the same seed, and the same logged losses.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+
+import tiny_search
 
 
 class _Recorder(pl.Callback):
@@ -22,7 +22,6 @@ class _Recorder(pl.Callback):
     def __init__(self) -> None:
         self.state: dict[str, torch.Tensor] = {}
         self.losses: list[float] = []
-        self.arch_grads_seen = 0
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -33,45 +32,16 @@ class _Recorder(pl.Callback):
         self.state = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
 
 
-def _search(strategy: Any, features: Path, num_classes: int) -> _Recorder:
-    from nni.nas.experiment import NasExperiment
-
-    from ser_space import SERSpace, SpaceConfig
-    from strategies.data.dataset import FeatureDataset
-    from strategies.evaluator import SERModule, TrainConfig, make_lightning
-
-    labels = [i % num_classes for i in range(24)]
-    train = FeatureDataset(str(features), rows=range(12), labels=labels[:12])
-    val = FeatureDataset(str(features), rows=range(12, 24), labels=labels[12:])
-    config = TrainConfig(max_epochs=2, batch_size=6, accelerator="cpu", gradient_clip=None, seed=2)
-    recorder = _Recorder()
-    torch.manual_seed(config.seed)
-    evaluator = make_lightning(SERModule.from_config(config, num_classes), config, train, val,
-                               callbacks=[recorder])
-    experiment = NasExperiment(SERSpace(SpaceConfig.tiny()), evaluator, strategy)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        experiment.run()
-    experiment.stop()
-    return recorder
-
-
 def test_lean_darts_step_equals_nni_darts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from nni.nas.strategy import DARTS
 
-    from ser_space import SpaceConfig
     from strategies.darts_step import LeanDARTS, LeanDartsLightningModule
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HOME", str(tmp_path))  # NNI's experiment folder
-    space = SpaceConfig.tiny()
-    features = tmp_path / "features.npy"
-    rng = np.random.default_rng(0)
-    np.save(features, rng.standard_normal((24, space.n_mfcc, space.frames)).astype(np.float32))
-
+    features = tiny_search.features(tmp_path, monkeypatch)
     lean_strategy = LeanDARTS(arc_learning_rate=0.1, gradient_clip_val=5.0)
-    lean = _search(lean_strategy, features, space.num_classes)
-    nni = _search(DARTS(arc_learning_rate=0.1, gradient_clip_val=5.0), features, space.num_classes)
+    lean, nni = _Recorder(), _Recorder()
+    tiny_search.search(lean_strategy, features, lean, max_epochs=2)
+    tiny_search.search(DARTS(arc_learning_rate=0.1, gradient_clip_val=5.0), features, nni, max_epochs=2)
 
     assert isinstance(lean_strategy.configure_oneshot_module(pl.LightningModule()), LeanDartsLightningModule)
     assert lean.losses and lean.losses == pytest.approx(nni.losses, rel=1e-5)

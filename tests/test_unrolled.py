@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -20,6 +19,8 @@ from torch import nn
 from torch.func import functional_call
 
 from strategies.unrolled import SecondOrderDARTS, SecondOrderDartsLightningModule, unrolled_arch_gradient
+
+import tiny_search
 
 XI = 1.0  # large virtual step so the Hessian term is a sizeable part of the gradient
 MOMENTUM = 0.9
@@ -204,43 +205,17 @@ class _AlphaRecorder(pl.Callback):
         self.end = self._alphas(pl_module)
 
 
-def _search(strategy: Any, features: Path, num_classes: int) -> tuple[_AlphaRecorder, dict[str, Any]]:
-    from nni.nas.experiment import NasExperiment
-
-    from ser_space import SERSpace, SpaceConfig
-    from strategies.data.dataset import FeatureDataset
-    from strategies.evaluator import SERModule, TrainConfig, make_lightning
-
-    labels = [i % num_classes for i in range(24)]
-    train = FeatureDataset(str(features), rows=range(12), labels=labels[:12])
-    val = FeatureDataset(str(features), rows=range(12, 24), labels=labels[12:])
-    config = TrainConfig(max_epochs=1, batch_size=6, accelerator="cpu", gradient_clip=None, seed=2)
-    recorder = _AlphaRecorder()
-    torch.manual_seed(config.seed)
-    evaluator = make_lightning(SERModule.from_config(config, num_classes), config, train, val,
-                               callbacks=[recorder])
-    experiment = NasExperiment(SERSpace(SpaceConfig.tiny()), evaluator, strategy)
-    experiment.run()
-    arch = experiment.export_top_models(formatter="dict")[0]
-    experiment.stop()
-    return recorder, arch
-
-
 @pytest.mark.slow
 def test_search_tiny_space_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from nni.nas.strategy import DARTS
 
     from ser_space import SpaceConfig, choice_labels, validate_architecture
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HOME", str(tmp_path))  # NNI's experiment folder
     space = SpaceConfig.tiny()
-    features = tmp_path / "features.npy"
-    rng = np.random.default_rng(0)
-    np.save(features, rng.standard_normal((24, space.n_mfcc, space.frames)).astype(np.float32))
-
-    second, arch = _search(SecondOrderDARTS(arc_learning_rate=0.1), features, space.num_classes)
-    first, _ = _search(DARTS(arc_learning_rate=0.1), features, space.num_classes)
+    features = tiny_search.features(tmp_path, monkeypatch)
+    second, first = _AlphaRecorder(), _AlphaRecorder()
+    arch = tiny_search.search(SecondOrderDARTS(arc_learning_rate=0.1), features, second)
+    tiny_search.search(DARTS(arc_learning_rate=0.1), features, first)
 
     assert set(arch) == set(choice_labels(space))
     validate_architecture(arch, space)
