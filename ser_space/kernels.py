@@ -29,6 +29,7 @@ values and gradients against the plain PyTorch modules.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -212,14 +213,27 @@ def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, paddi
 # The small matrices are computed in float64 from the maps' moments.
 
 
-_HAS_FUSED_CONV = hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+@functools.cache
+def _fused_conv_works() -> bool:
+    # oneDNN's fused convolutions (inductor's CPU kernels): probed once; PyTorch builds
+    # without them (or where they fail) take separate convolution and add / ReLU
+    try:
+        x = torch.ones(1, 2, 2, 2).contiguous(memory_format=_CL)
+        w = torch.ones(2, 2, 1, 1)
+        relu = torch.ops.mkldnn._convolution_pointwise(x, w, None, [0, 0], [1, 1], [1, 1], 1, "relu", [], "")
+        out = torch.zeros_like(relu)
+        torch.ops.mkldnn._convolution_pointwise_(out, x, w, None, [0, 0], [1, 1], [1, 1], 1,
+                                                 "add", 1.0, None, [], None)
+        return bool(torch.equal(relu, out) and torch.equal(out, torch.full_like(out, 2.0)))
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
 
 
 def _conv1x1(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None = None,
              relu: bool = False) -> torch.Tensor:
     """``[relu](conv1x1(x, kernel) + bias)``; kernel (C_out, C_in) of x's dtype."""
     kernel = kernel.reshape(*kernel.shape, 1, 1)
-    if relu and _HAS_FUSED_CONV and x.dtype == torch.float32:
+    if relu and x.dtype == torch.float32 and _fused_conv_works():
         return torch.ops.mkldnn._convolution_pointwise(x, kernel, bias, [0, 0], [1, 1], [1, 1], 1,
                                                        "relu", [], "")
     out = F.conv2d(x, kernel, bias)
@@ -229,7 +243,7 @@ def _conv1x1(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None = 
 def _conv1x1_add_(out: torch.Tensor, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """``out += conv1x1(x, kernel)`` (one fused pass where oneDNN offers it)."""
     kernel = kernel.reshape(*kernel.shape, 1, 1)
-    if _HAS_FUSED_CONV and out.dtype == torch.float32 and out.is_contiguous(memory_format=_CL):
+    if out.dtype == torch.float32 and out.is_contiguous(memory_format=_CL) and _fused_conv_works():
         return torch.ops.mkldnn._convolution_pointwise_(out, x, kernel, None, [0, 0], [1, 1], [1, 1], 1,
                                                         "add", 1.0, None, [], None)
     return out.add_(F.conv2d(x, kernel))
@@ -394,7 +408,7 @@ def _input_grad_(part: torch.Tensor, z: torch.Tensor, grads: dict[str, torch.Ten
     kernel = grads["self_kernel"][t].reshape(*grads["self_kernel"][t].shape, 1, 1)
     bias = grads["input_bias"][t]
     part = _cl(part)
-    if _HAS_FUSED_CONV and part.dtype == torch.float32:
+    if part.dtype == torch.float32 and _fused_conv_works():
         return torch.ops.mkldnn._convolution_pointwise_(part, z, kernel, bias, [0, 0], [1, 1], [1, 1], 1,
                                                         "add", 1.0, None, [], None)
     return part.add_(F.conv2d(z, kernel, bias))

@@ -263,3 +263,23 @@ def test_mixed_sum_statistics_hold_where_the_moments_cancel() -> None:
         error, pytorch_error = (mine.double() - truth).abs().max(), (pytorch.double() - truth).abs().max()
         # as accurate as PyTorch's own float32 evaluation, up to a small factor (both are rounding)
         assert error <= 4 * pytorch_error + 1e-3 * truth.abs().max(), (name, float(error), float(pytorch_error))
+
+
+def test_without_fused_convolutions_the_same_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where oneDNN's fused convolutions are missing, separate convolutions give the same node."""
+    import ser_space.kernels as kernels
+
+    z = _map(2, 4, 6, 6).requires_grad_()
+    kernel = torch.randn(4, 4, 1, 1, requires_grad=True)
+    weight = torch.tensor(0.6, requires_grad=True)
+    value = _map(2, 4, 6, 6, seed=1)
+    assert kernels._fused_conv_works()
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(kernels, "_fused_conv_works", lambda fused=fused: fused)
+        out = mixed_sum((2, 4, 6, 6), [ConvTerm(weight, z, kernel, _bn(4, False))], [(weight, value)])
+        h = pointwise_bn(z, kernel, _bn(4, False), relu=True)
+        g = torch.ones_like(out)
+        results.append((out, h, *torch.autograd.grad(out + h, (z, kernel, weight), g)))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)
