@@ -465,11 +465,7 @@ def _fused_preprocess(preprocessor: nn.Module, inputs: list[torch.Tensor]) -> li
                 and module[1].padding == (0, 0)):
             states.append(pointwise_bn(torch.relu(x), module[1].weight, module[2]))
         elif isinstance(module, FactorizedReduce):
-            shared = _SharedInputs([x])
-            half, channels = module.conv_1.weight.shape[:2]
-            kernel = torch.block_diag(module.conv_1.weight.view(half, channels),
-                                      module.conv_2.weight.view(half, channels))
-            states.append(pointwise_bn(shared.parities(0), kernel.view(2 * half, 2 * channels, 1, 1), module.bn))
+            states.append(pointwise_bn(_SharedInputs([x]).parities(0), _reduce_kernel(module), module.bn))
         else:
             return None
     return states
@@ -490,21 +486,26 @@ def _conv_term(op: nn.Module, j: int, weight: torch.Tensor, shared: _SharedInput
         return ConvTerm(weight, z, second[2].weight, second[3])
     if isinstance(op, DilConv):
         dw = op[1]
-        (s, _), (d, _), (p, _) = dw.stride, dw.dilation, dw.padding
         x = shared.relu(j)
-        if d == 2 and s == 1 and p % 2 == 0 and x.size(2) % 2 == 0 and x.size(3) % 2 == 0:
-            z = depthwise_conv(shared.grid(j), dw.weight, 1, p // 2)
+        mode, stride, pad = dw.subgrid(x), dw.stride[0], dw.padding[0]
+        if mode == "space_to_batch":
+            z = depthwise_conv(shared.grid(j), dw.weight, 1, pad // 2)
             return ConvTerm(weight, z, op[2].weight, op[3], grid=True)
-        if d > 1 and s == d and p % d == 0 and dw._same_size(x, p):
-            z = depthwise_conv(shared.even(j), dw.weight, 1, p // s)
+        if mode == "strided" and stride == 2:
+            z = depthwise_conv(shared.even(j), dw.weight, 1, pad // stride)
             return ConvTerm(weight, z, op[2].weight, op[3])
         return ConvTerm(weight, _depthwise(dw, x, depthwise_conv), op[2].weight, op[3])
     if isinstance(op, FactorizedReduce):
-        # both 1x1 convolutions as one over the stacked parity grids (block-diagonal kernel)
-        half, channels = op.conv_1.weight.shape[:2]
-        kernel = torch.block_diag(op.conv_1.weight.view(half, channels), op.conv_2.weight.view(half, channels))
-        return ConvTerm(weight, shared.parities(j), kernel.view(2 * half, 2 * channels, 1, 1), op.bn)
+        return ConvTerm(weight, shared.parities(j), _reduce_kernel(op), op.bn)
     return None
+
+
+def _reduce_kernel(op: FactorizedReduce) -> torch.Tensor:
+    """FactorizedReduce's two 1x1 convolutions as one block-diagonal kernel over the stacked
+    parity grids (:meth:`_SharedInputs.parities`): (C, 2 C_in, 1, 1)."""
+    half, channels = op.conv_1.weight.shape[:2]
+    kernel = torch.block_diag(op.conv_1.weight.view(half, channels), op.conv_2.weight.view(half, channels))
+    return kernel.view(2 * half, 2 * channels, 1, 1)
 
 
 def _depthwise(conv: nn.Conv2d, x: torch.Tensor, depthwise_conv: Callable[..., torch.Tensor]) -> torch.Tensor:

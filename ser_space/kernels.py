@@ -69,12 +69,16 @@ def _cl(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=_CL)
 
 
+def _grids_as_map(y: torch.Tensor, batch: int) -> torch.Tensor:
+    # (4 B, C, H / 2, W / 2) sub-grids -> a (B, H / 2, 2, W / 2, 2, C) view in map order
+    _, c, h2, w2 = y.shape
+    return y.permute(0, 2, 3, 1).reshape(2, 2, batch, h2, w2, c).permute(2, 3, 0, 4, 1, 5)
+
+
 def _add_from_grid_(out: torch.Tensor, y: torch.Tensor) -> None:
-    # out (B, C, H, W) += batch_to_space(y), y (4 B, C, H / 2, W / 2); both channels-last
+    # out (B, C, H, W) += batch_to_space(y) through a view of out; both channels-last
     b, c, h, w = out.shape
-    target = out.permute(0, 2, 3, 1).view(b, h // 2, 2, w // 2, 2, c)
-    source = y.permute(0, 2, 3, 1).view(2, 2, b, h // 2, w // 2, c).permute(2, 3, 0, 4, 1, 5)
-    target.add_(source)
+    out.permute(0, 2, 3, 1).view(b, h // 2, 2, w // 2, 2, c).add_(_grids_as_map(y, b))
 
 
 def space_to_batch(x: torch.Tensor) -> torch.Tensor:
@@ -91,8 +95,7 @@ def space_to_batch(x: torch.Tensor) -> torch.Tensor:
 def batch_to_space(y: torch.Tensor, batch: int) -> torch.Tensor:
     """Inverse of :func:`space_to_batch` (a copy)."""
     _, c, h2, w2 = y.shape
-    return (y.permute(0, 2, 3, 1).reshape(2, 2, batch, h2, w2, c)
-            .permute(2, 3, 0, 4, 1, 5).reshape(batch, 2 * h2, 2 * w2, c).permute(0, 3, 1, 2))
+    return _grids_as_map(y, batch).reshape(batch, 2 * h2, 2 * w2, c).permute(0, 3, 1, 2)
 
 
 # --------------------------------------------------------------------------------------
@@ -240,13 +243,14 @@ def _conv1x1(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None = 
     return out.clamp_min_(0.0) if relu else out
 
 
-def _conv1x1_add_(out: torch.Tensor, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """``out += conv1x1(x, kernel)`` (one fused pass where oneDNN offers it)."""
+def _conv1x1_add_(out: torch.Tensor, x: torch.Tensor, kernel: torch.Tensor,
+                  bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``out += conv1x1(x, kernel) + bias`` (one fused pass where oneDNN offers it)."""
     kernel = kernel.reshape(*kernel.shape, 1, 1)
     if out.dtype == torch.float32 and out.is_contiguous(memory_format=_CL) and _fused_conv_works():
-        return torch.ops.mkldnn._convolution_pointwise_(out, x, kernel, None, [0, 0], [1, 1], [1, 1], 1,
+        return torch.ops.mkldnn._convolution_pointwise_(out, x, kernel, bias, [0, 0], [1, 1], [1, 1], 1,
                                                         "add", 1.0, None, [], None)
-    return out.add_(F.conv2d(x, kernel))
+    return out.add_(F.conv2d(x, kernel, bias))
 
 
 def _cross(g: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -341,7 +345,6 @@ class _Group:
             "input_bias": (kernel_t @ c.unsqueeze(-1)).squeeze(-1).to(self.dtype),
         }
 
-
     def exact_backward(self, t: int, grad: torch.Tensor, z: torch.Tensor,
                        kernel: torch.Tensor) -> dict[str, torch.Tensor]:
         """Term ``t``'s gradients through y = W z itself, for the terms ``exact`` flags.
@@ -405,13 +408,7 @@ def _cross_and_transpose(grad: torch.Tensor, z: torch.Tensor, scaled: torch.Tens
 
 def _input_grad_(part: torch.Tensor, z: torch.Tensor, grads: dict[str, torch.Tensor], t: int) -> torch.Tensor:
     """``part + conv(z, self_kernel_t) + input_bias_t`` in place: dL/dz_t."""
-    kernel = grads["self_kernel"][t].reshape(*grads["self_kernel"][t].shape, 1, 1)
-    bias = grads["input_bias"][t]
-    part = _cl(part)
-    if part.dtype == torch.float32 and _fused_conv_works():
-        return torch.ops.mkldnn._convolution_pointwise_(part, z, kernel, bias, [0, 0], [1, 1], [1, 1], 1,
-                                                        "add", 1.0, None, [], None)
-    return part.add_(F.conv2d(z, kernel, bias))
+    return _conv1x1_add_(_cl(part), z, grads["self_kernel"][t], grads["input_bias"][t])
 
 
 class _PointwiseBN(torch.autograd.Function):
@@ -444,7 +441,6 @@ class _PointwiseBN(torch.autograd.Function):
         if ctx.relu:
             grad = torch.ops.aten.threshold_backward(grad, h, 0.0)
         del h
-        sum_grad = _channel_sums(*pixel_rows(grad)).double()
         needs = ctx.needs_input_grad
         if ctx.group.exact[0]:
             exact = ctx.group.exact_backward(0, grad, z, weight)
@@ -452,7 +448,7 @@ class _PointwiseBN(torch.autograd.Function):
             grad_gamma, grad_beta = exact["gamma"], exact["beta"]
         else:
             cross, part = _cross_and_transpose(grad, z, ctx.scaled[0], needs[0])
-            grads = ctx.group.backward(cross.unsqueeze(0), sum_grad)
+            grads = ctx.group.backward(cross.unsqueeze(0), _channel_sums(*pixel_rows(grad)).double())
             grad_z = _input_grad_(part, z, grads, 0) if needs[0] else None
             grad_w, grad_gamma, grad_beta = grads["kernel"][0], grads["gamma"][0], grads["beta"][0]
         grad_z = grad_z if needs[0] else None
@@ -498,12 +494,12 @@ class ConvTerm:
     grid: bool = False
 
 
-def _term_groups(specs: Sequence[tuple[int, bool, nn.Module]]) -> dict[int, list[int]]:
+def _term_groups(specs: Sequence[tuple[int, bool, nn.Module]]) -> list[list[int]]:
     # conv terms by input width (FactorizedReduce reads twice the channels)
     groups: dict[int, list[int]] = {}
     for t, (width, _, _) in enumerate(specs):
         groups.setdefault(width, []).append(t)
-    return groups
+    return list(groups.values())
 
 
 class _MixedSum(torch.autograd.Function):
@@ -516,13 +512,13 @@ class _MixedSum(torch.autograd.Function):
         b, c, h, w = shape
         num_conv = len(specs)
         weights, inputs, kernels = tensors[0:3 * num_conv:3], tensors[1:3 * num_conv:3], tensors[2:3 * num_conv:3]
-        groups = {}
+        groups = []
         scaled: list[torch.Tensor | None] = [None] * num_conv
         shift_total = torch.zeros(c, dtype=torch.float64)
-        for width, members in _term_groups(specs).items():
+        for members in _term_groups(specs):
             group = _Group([inputs[t] for t in members], [kernels[t] for t in members],
                            [specs[t][2] for t in members], [weights[t] for t in members])
-            groups[width] = group
+            groups.append((members, group))
             for row, kernel in zip(members, group.scaled_kernels().unbind(0)):
                 scaled[row] = kernel
             shift_total += group.shift.sum(0)
@@ -570,10 +566,9 @@ class _MixedSum(torch.autograd.Function):
         sum_grad = _channel_sums(rows, k).double()
         grad_grid = _cl(space_to_batch(grad)) if any(grid for _, grid, _ in specs) else None
         grads: list[torch.Tensor | None] = [None] * (3 * num_conv)
-        for width, members in _term_groups(specs).items():
+        for members, group in ctx.groups:
             if not any(any(needs[3 * t: 3 * t + 3]) for t in members):
                 continue
-            group = ctx.groups[width]
             parts = []
             crosses = []
             for t in members:
@@ -616,9 +611,9 @@ def mixed_sum(shape: Sequence[int], conv_terms: Sequence[ConvTerm],
         (B, C, H, W) of the node.
     conv_terms
         Candidates that end in a 1x1 convolution and a training-mode ``BatchNorm2d``; their
-        norms' running statistics are updated as the norms' own forward would. An affine
-        norm's scale and shift get no gradient here: the supernet's norms are affine-free
-        (``SpaceConfig.affine``); :class:`~ser_space.cells.DartsMixedCell` only uses this then.
+        norms' running statistics are updated as the norms' own forward would. The norms
+        must be affine-free (the supernet's, ``SpaceConfig.affine``): their scale and shift
+        would get no gradient here, so an affine one is refused.
     plain_terms
         ``(weight, map)`` pairs: any other candidate's output (poolings, skip), already
         computed, shaped like the node.
@@ -626,6 +621,8 @@ def mixed_sum(shape: Sequence[int], conv_terms: Sequence[ConvTerm],
     specs = []
     tensors: list[torch.Tensor] = []
     for term in conv_terms:
+        if term.norm.affine:
+            raise ValueError("mixed_sum takes affine-free batch norms; use the module for an affine one")
         specs.append((term.kernel.size(1), term.grid, term.norm))
         tensors.extend((term.weight, term.input, term.kernel))
     for weight, value in plain_terms:

@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .kernels import batch_to_space, space_to_batch
+
 __all__ = [
     "DepthwiseConv2d",
     "ReLUConvBN",
@@ -110,39 +112,44 @@ class DepthwiseConv2d(nn.Conv2d):
         super().__init__(channels, channels, kernel_size, stride=stride, padding=padding,
                          dilation=dilation, groups=channels, bias=False)
 
-    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor,
-                      bias: torch.Tensor | None) -> torch.Tensor:
+    def subgrid(self, input: torch.Tensor) -> str | None:
+        """How this dilated kernel can run undilated on sub-grids of ``input`` (any device).
+
+        ``"strided"``: stride == dilation, on ``input[..., ::s, ::s]`` with padding
+        ``padding / s``; ``"space_to_batch"``: stride 1, dilation 2, even sides, on the four
+        parity grids (:func:`ser_space.kernels.space_to_batch`) with padding ``padding / 2``;
+        ``None``: neither applies.
+        """
         (dilation, dilation_w), (stride, stride_w) = self.dilation, self.stride
         pad, pad_w = self.padding if isinstance(self.padding, tuple) else (-1, -1)
-        if (dilation > 1 and dilation == dilation_w and stride == stride_w and pad == pad_w
+        if not (dilation > 1 and dilation == dilation_w and stride == stride_w and pad == pad_w
                 and pad % dilation == 0 and self.padding_mode == "zeros" and input.dim() == 4):
-            if stride == dilation and self._same_size(input, pad):
-                grid = input[:, :, ::stride, ::stride]
-                if input.is_contiguous(memory_format=torch.channels_last):
-                    grid = grid.contiguous(memory_format=torch.channels_last)
-                return nn.functional.conv2d(grid, weight, bias, padding=pad // stride, groups=self.groups)
-            if (stride == 1 and dilation == 2 and input.device.type == "cpu"
-                    and input.size(2) % 2 == 0 and input.size(3) % 2 == 0
-                    and input.is_contiguous(memory_format=torch.channels_last)):
-                return _space_to_batch_conv(input, weight, bias, pad // 2, self.groups)
+            return None
+        if stride == dilation and self._same_size(input, pad):
+            return "strided"
+        if stride == 1 and dilation == 2 and input.size(2) % 2 == 0 and input.size(3) % 2 == 0:
+            return "space_to_batch"
+        return None
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor,
+                      bias: torch.Tensor | None) -> torch.Tensor:
+        mode = self.subgrid(input)
+        stride, pad = self.stride[0], self.padding[0]
+        if mode == "strided":
+            grid = input[:, :, ::stride, ::stride]
+            if input.is_contiguous(memory_format=torch.channels_last):
+                grid = grid.contiguous(memory_format=torch.channels_last)
+            return nn.functional.conv2d(grid, weight, bias, padding=pad // stride, groups=self.groups)
+        if (mode == "space_to_batch" and input.device.type == "cpu"
+                and input.is_contiguous(memory_format=torch.channels_last)):
+            y = nn.functional.conv2d(space_to_batch(input), weight, bias, padding=pad // 2, groups=self.groups)
+            return batch_to_space(y, input.size(0))
         return super()._conv_forward(input, weight, bias)
 
     def _same_size(self, input: torch.Tensor, pad: int) -> bool:
         # The sub-grid convolution gives ceil(n / s) per side; so must the dilated one.
         (k, _), s, d = self.kernel_size, self.stride[0], self.dilation[0]
         return all((n + 2 * pad - d * (k - 1) - 1) // s + 1 == -(-n // s) for n in input.shape[2:])
-
-
-def _space_to_batch_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                         padding: int, groups: int) -> torch.Tensor:
-    # x: (B, C, H, W) in channels-last memory, H and W even. Dilation 2, stride 1:
-    # y[..., a::2, b::2] = conv(x[..., a::2, b::2], w, undilated, padding / 2).
-    b, c, h, w = x.shape
-    grids = (x.permute(0, 2, 3, 1).reshape(b, h // 2, 2, w // 2, 2, c)
-             .permute(2, 4, 0, 1, 3, 5).reshape(4 * b, h // 2, w // 2, c).permute(0, 3, 1, 2))
-    y = nn.functional.conv2d(grids, weight, bias, padding=padding, groups=groups)
-    return (y.permute(0, 2, 3, 1).reshape(2, 2, b, h // 2, w // 2, c)
-            .permute(2, 3, 0, 4, 1, 5).reshape(b, h, w, c).permute(0, 3, 1, 2))
 
 
 class DilConv(nn.Sequential):

@@ -283,3 +283,9 @@ def test_without_fused_convolutions_the_same_values(monkeypatch: pytest.MonkeyPa
         results.append((out, h, *torch.autograd.grad(out + h, (z, kernel, weight), g)))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b)
+
+
+def test_mixed_sum_refuses_an_affine_norm() -> None:
+    term = ConvTerm(torch.tensor(1.0), _map(1, 2, 4, 4), torch.randn(2, 2, 1, 1), _bn(2, affine=True))
+    with pytest.raises(ValueError, match="affine-free"):
+        mixed_sum((1, 2, 4, 4), [term], [])
