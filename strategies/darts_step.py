@@ -100,12 +100,14 @@ class LeanDARTS(DARTS):
     optimizers, export); accepts every keyword of NNI's ``DARTS``.
     """
 
+    module_class: type[LeanDartsLightningModule] = LeanDartsLightningModule
+    """The Lightning module of the step (subclasses, e.g. second-order DARTS, take their own)."""
+
+    def module_kwargs(self) -> dict[str, Any]:
+        """Keywords of :attr:`module_class`: NNI's DARTS settings of this strategy."""
+        return dict(arc_learning_rate=self.arc_learning_rate, gradient_clip_val=self.gradient_clip_val,
+                    log_prob_every_n_step=self.log_prob_every_n_step, warmup_epochs=self.warmup_epochs,
+                    penalty=self.penalty)
+
     def configure_oneshot_module(self, training_module: pl.LightningModule) -> BaseOneShotLightningModule:
-        return LeanDartsLightningModule(
-            training_module,
-            arc_learning_rate=self.arc_learning_rate,
-            gradient_clip_val=self.gradient_clip_val,
-            log_prob_every_n_step=self.log_prob_every_n_step,
-            warmup_epochs=self.warmup_epochs,
-            penalty=self.penalty,
-        )
+        return self.module_class(training_module, **self.module_kwargs())

@@ -39,11 +39,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
-from nni.nas.strategy import DARTS
 from torch import nn, optim
 
-from .darts_step import LeanDartsLightningModule, loss_of
+from .darts_step import LeanDARTS, LeanDartsLightningModule, loss_of
 
 logger = logging.getLogger(__name__)
 
@@ -271,11 +269,11 @@ class SecondOrderDartsLightningModule(LeanDartsLightningModule):
         arc_optim.step()
 
 
-class SecondOrderDARTS(DARTS):
+class SecondOrderDARTS(LeanDARTS):
     """NNI's DARTS with the second-order (unrolled) architecture gradient.
 
-    Same search space support, mutation hooks, optimizers and export as
-    :class:`nni.nas.strategy.DARTS`; only the architecture step differs (see
+    A :class:`~strategies.darts_step.LeanDARTS` (NNI's DARTS: same search space support,
+    mutation hooks, optimizers and export); only the architecture step differs (see
     :class:`SecondOrderDartsLightningModule`). It costs about three extra forward/backward
     passes per step (see docs/second_order.md).
 
@@ -301,14 +299,8 @@ class SecondOrderDARTS(DARTS):
         self.unrolled_lr = unrolled_lr
         self.finite_difference_eps = finite_difference_eps
 
-    def configure_oneshot_module(self, training_module: pl.LightningModule) -> BaseOneShotLightningModule:
-        return SecondOrderDartsLightningModule(
-            training_module,
-            unrolled_lr=self.unrolled_lr,
-            finite_difference_eps=self.finite_difference_eps,
-            arc_learning_rate=self.arc_learning_rate,
-            gradient_clip_val=self.gradient_clip_val,
-            log_prob_every_n_step=self.log_prob_every_n_step,
-            warmup_epochs=self.warmup_epochs,
-            penalty=self.penalty,
-        )
+    module_class = SecondOrderDartsLightningModule
+
+    def module_kwargs(self) -> dict[str, Any]:
+        return {**super().module_kwargs(), "unrolled_lr": self.unrolled_lr,
+                "finite_difference_eps": self.finite_difference_eps}
