@@ -64,40 +64,37 @@ def build_supernet(config: Any, strategy_name: str, impl: str,
     return model, list(arch.values()), weights
 
 
-def worker(args: argparse.Namespace) -> dict[str, Any]:
+def make_step(model: Any, arch: list[Any], weights: list[Any], config: Any, batch: int, device: str,
+              kind: str = "darts-first", step_kind: str = "lean",
+              precision: str = "32") -> tuple[Any, dict[str, list[float]]]:
+    """One training step of ``kind`` on random paper-shaped batches: (step(), phase times).
+
+    ``kind``: darts-first, darts-second or enas; ``step_kind``: lean (LeanDARTS) or nni (every
+    gradient in both phases, NNI's ``DartsLightningModule``). Each call of ``step`` appends
+    the architecture and weight phases' wall times to the lists of the returned dict.
+    """
     import torch
     import torch.nn.functional as F
 
-    config = _common.start_worker(args)
-    device = args.device
-    kind = args.case  # darts-first, darts-second, enas
-    batch = int(args.batch_sizes)
-    model, arch, weights = build_supernet(config, "enas" if kind == "enas" else "darts", args.impl,
-                                        args.channels_last)
-    if args.fused != "auto":
-        from ser_space.cells import _differentiable_cell_class
+    from strategies.darts_step import frozen
 
-        _differentiable_cell_class().fused = None if args.fused == "on" else False
-    model.to(device).train()
     w_optim = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
     a_optim = torch.optim.Adam(arch, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3) if arch else None
     shape = (batch, config.in_channels, config.n_mfcc, config.frames)
     x_trn, x_val = torch.randn(shape, device=device), torch.randn(shape, device=device)
     y_trn = torch.randint(0, config.num_classes, (batch,), device=device)
     y_val = torch.randint(0, config.num_classes, (batch,), device=device)
-    scaler = torch.amp.GradScaler(device) if args.precision == "16-mixed" else None
+    scaler = torch.amp.GradScaler(device) if precision == "16-mixed" else None
 
     def loss_of(x: Any, y: Any) -> Any:
-        with _common.autocast(device, args.precision):
+        with _common.autocast(device, precision):
             logits = model(x)
         return F.cross_entropy(logits.float(), y)
 
     def backward(loss: Any) -> None:
         (scaler.scale(loss) if scaler else loss).backward()
 
-    from strategies.darts_step import frozen
-
-    lean = args.step == "lean"
+    lean = step_kind == "lean"
 
     def weight_step() -> None:
         w_optim.zero_grad(set_to_none=True)
@@ -148,6 +145,25 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         weight_step()
         _common.synchronize(device)
         phases["weight"].append(time.perf_counter() - start)
+
+    return step, phases
+
+
+def worker(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    config = _common.start_worker(args)
+    device = args.device
+    kind = args.case  # darts-first, darts-second, enas
+    batch = int(args.batch_sizes)
+    model, arch, weights = build_supernet(config, "enas" if kind == "enas" else "darts", args.impl,
+                                        args.channels_last)
+    if args.fused != "auto":
+        from ser_space.cells import _differentiable_cell_class
+
+        _differentiable_cell_class().fused = None if args.fused == "on" else False
+    model.to(device).train()
+    step, phases = make_step(model, arch, weights, config, batch, device, kind, args.step, args.precision)
 
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()

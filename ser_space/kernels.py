@@ -8,7 +8,9 @@ functions compute the same values with fewer passes and keep less:
 :func:`depthwise_conv`
     ``F.conv2d(x, w, groups=C)`` whose backward computes the weight gradient of a
     ``k x 5`` kernel at stride 1 as two ``k x 3`` ones (oneDNN's kernels for width 3 are
-    several times faster), and keeps ``x`` only when the weight needs a gradient.
+    several times faster) and the input gradient at stride 1 as a forward convolution
+    with the flipped kernel (oneDNN's depthwise forward kernel is faster than its
+    backward-data one), and keeps ``x`` only when the weight needs a gradient.
 :func:`pointwise_bn`
     ``[depthwise](ReLU?(BN(conv1x1(z, w))))`` in training mode: batch statistics from the
     moments of ``z`` (below), so the 1x1 convolution writes the normalised output in one
@@ -153,16 +155,34 @@ def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Te
     return torch.cat([first[:, :, :, :2], first[:, :, :, 2:] + edge, second[:, :, :, 1:]], dim=3)
 
 
+def _input_grad_by_forward(weight: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int],
+                           dilation: tuple[int, int]) -> tuple[int, int] | None:
+    """The padding under which a forward convolution gives this one's input gradient, or None.
+
+    At stride 1 the input gradient of a convolution is the convolution of its output
+    gradient with the kernel flipped in both axes, padded by ``d (k - 1) - p``; oneDNN's
+    depthwise forward kernel is 1.3-2.8x faster than its backward-data one on the
+    supernet's maps (benchmarks/bench_traffic.py's operator table).
+    """
+    if stride != (1, 1):
+        return None
+    pad = tuple(d * (k - 1) - p for p, d, k in zip(padding, dilation, weight.shape[2:]))
+    return pad if min(pad) >= 0 else None  # type: ignore[return-value]
+
+
 def _depthwise_backward(grad: torch.Tensor, x: torch.Tensor | None, x_shape: torch.Size,
                         weight: torch.Tensor, conv: tuple[tuple[int, int], ...], need_x: bool,
                         need_w: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     stride, padding, dilation = conv
     groups = weight.size(0)
     grad = _cl(grad)
-    if need_w and x is not None and not _splits_wide_kernel(weight, stride, padding, dilation):
+    flipped_pad = _input_grad_by_forward(weight, stride, padding, dilation)
+    if need_w and x is not None and flipped_pad is None and not _splits_wide_kernel(weight, stride, padding, dilation):
         return _conv_backward(grad, x, weight, stride, padding, dilation, groups, (need_x, True))
     grad_x = grad_w = None
-    if need_x:
+    if need_x and flipped_pad is not None:
+        grad_x = F.conv2d(grad, weight.flip(2, 3), None, 1, flipped_pad, dilation, groups)
+    elif need_x:
         # the input's values are not read for the input gradient, only its shape
         shape_only = x if x is not None else torch.empty(x_shape, memory_format=_CL)
         grad_x = _conv_backward(grad, shape_only, weight, stride, padding, dilation, groups, (True, False))[0]

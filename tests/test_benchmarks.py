@@ -113,3 +113,37 @@ def test_darts_cell_matches_nni(ops: str, frames: int, device: str, dtype: torch
                                        atol=1e-10 if exact else 1e-5, msg=name)
     for (name, a), (_, b) in zip(fast.named_buffers(), reference.named_buffers()):
         torch.testing.assert_close(a, b, rtol=1e-9 if exact else 1e-5, atol=1e-12 if exact else 1e-6, msg=name)
+
+
+def test_traffic_counter_counts_bytes_read_and_written() -> None:
+    sys.path.insert(0, str(BENCH))
+    from bench_traffic import TrafficCounter
+
+    x = torch.randn(2, 3, 8, 8)
+    w = torch.randn(4, 3, 1, 1)
+    with TrafficCounter(threshold=4 * x.numel()) as counter:
+        y = F.conv2d(x, w)               # reads x and w, writes y
+        y.add_(1.0)                      # reads and writes y
+        z = torch.empty_like(y).copy_(y)  # the allocation is free; copy_ reads y and writes z
+        z.view(-1)                        # a view is free
+    assert counter.bytes["convolution"] == 4 * (x.numel() + w.numel() + y.numel())
+    assert counter.bytes["add_"] == 4 * 2 * y.numel()
+    assert counter.bytes["copy_"] == 4 * 2 * y.numel()
+    assert set(counter.calls) == {"convolution", "add_", "copy_"}
+    # only x reaches the threshold among the convolution's tensors (y has 4/3 of x's bytes too)
+    assert counter.map_bytes["convolution"] == 4 * (x.numel() + y.numel())
+    assert counter.totals()["ops"] == 3
+
+
+@pytest.mark.slow
+def test_bench_traffic_smoke(tmp_path: Path) -> None:
+    result = _run("bench_traffic.py", tmp_path, "--cache-mb", "0")
+    step = result["step"]
+    assert step["ops"] > 100 and step["traffic_gb"] > 0 and step["step_s"] > 0
+    # with no cache threshold every byte is map traffic, and the floor is that over the bandwidth
+    assert step["map_traffic_gb"] == pytest.approx(step["traffic_gb"])
+    assert step["floor_s"] == pytest.approx(step["map_traffic_gb"] / step["bandwidth_gb_s"])
+    operators = {row["operator"]: row for row in result["operators"]}
+    assert operators["copy"]["over_copy"] == pytest.approx(1.0)
+    assert {"depthwise 3x3", "1x1 conv backward"} <= set(operators)
+    assert sum(row["calls"] for row in result["by_operator"]) == step["ops"]
