@@ -155,6 +155,11 @@ def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Te
     return torch.cat([first[:, :, :, :2], first[:, :, :, 2:] + edge, second[:, :, :, 1:]], dim=3)
 
 
+INPUT_GRAD_BY_FORWARD = True
+"""Depthwise input gradients at stride 1 as forward convolutions (False: oneDNN's backward-data
+kernel, the same values to rounding; ``benchmarks/bench_ab.py --toggle input-grad-by-forward``)."""
+
+
 def _input_grad_by_forward(weight: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int],
                            dilation: tuple[int, int]) -> tuple[int, int] | None:
     """The padding under which a forward convolution gives this one's input gradient, or None.
@@ -164,7 +169,7 @@ def _input_grad_by_forward(weight: torch.Tensor, stride: tuple[int, int], paddin
     depthwise forward kernel is 1.3-2.8x faster than its backward-data one on the
     supernet's maps (benchmarks/bench_traffic.py's operator table).
     """
-    if stride != (1, 1):
+    if stride != (1, 1) or not INPUT_GRAD_BY_FORWARD:
         return None
     pad = tuple(d * (k - 1) - p for p, d, k in zip(padding, dilation, weight.shape[2:]))
     return pad if min(pad) >= 0 else None  # type: ignore[return-value]

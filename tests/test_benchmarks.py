@@ -140,10 +140,38 @@ def test_bench_traffic_smoke(tmp_path: Path) -> None:
     result = _run("bench_traffic.py", tmp_path, "--cache-mb", "0")
     step = result["step"]
     assert step["ops"] > 100 and step["traffic_gb"] > 0 and step["step_s"] > 0
+    assert 0 < step["small_input_step_s"] and step["small_input"] == "1x1x16x8"   # tiny: min_frames 8
     # with no cache threshold every byte is map traffic, and the floor is that over the bandwidth
     assert step["map_traffic_gb"] == pytest.approx(step["traffic_gb"])
     assert step["floor_s"] == pytest.approx(step["map_traffic_gb"] / step["bandwidth_gb_s"])
     operators = {row["operator"]: row for row in result["operators"]}
-    assert operators["copy"]["over_copy"] == pytest.approx(1.0)
+    assert min(operators[name]["over_floor"] for name in ("copy", "relu", "add")) == pytest.approx(1.0)
     assert {"depthwise 3x3", "1x1 conv backward"} <= set(operators)
     assert sum(row["calls"] for row in result["by_operator"]) == step["ops"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("toggle", ["input-grad-by-forward", "fused"])
+def test_bench_ab_smoke(tmp_path: Path, toggle: str) -> None:
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_ab.py"), "--config", "tiny", "--batch-sizes", "2",
+                           "--rounds", "2", "--threads", "1", "--toggle", toggle, "--out-dir", str(tmp_path)],
+                          capture_output=True, text=True, cwd=str(REPO), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads((tmp_path / f"bench_ab_{toggle}.json").read_text())
+    assert [row["setting"] for row in result["rows"]] == ["A", "B"]
+    assert all(len(result["times_s"][label]) == 2 for label in ("A", "B"))
+    summary = result["summary"]
+    assert summary["b_over_a_median"] == pytest.approx(result["rows"][1]["step_s"] / result["rows"][0]["step_s"])
+    assert summary["b_over_a_paired"] > 0
+
+
+def test_bench_ab_toggles_switch_the_setting() -> None:
+    sys.path.insert(0, str(BENCH))
+    from bench_ab import TOGGLES
+
+    from ser_space import kernels
+
+    TOGGLES["input-grad-by-forward"](False)
+    assert kernels.INPUT_GRAD_BY_FORWARD is False
+    TOGGLES["input-grad-by-forward"](True)
+    assert kernels.INPUT_GRAD_BY_FORWARD is True

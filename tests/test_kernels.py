@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import ser_space.kernels as kernel_module
 from ser_space.kernels import (
     ConvTerm,
     batch_to_space,
@@ -45,8 +46,13 @@ def _close(a: torch.Tensor | None, b: torch.Tensor | None, name: str, rtol: floa
 @pytest.mark.parametrize("kernel,stride,dilation", [(3, 1, 1), (5, 1, 1), (3, 2, 1), (5, 2, 1), (3, 1, 2),
                                                      (5, 2, 2)])
 @pytest.mark.parametrize("size", [(12, 10), (9, 13)])
-def test_depthwise_conv_equals_conv2d(kernel: int, stride: int, dilation: int, size: tuple[int, int]) -> None:
-    padding = dilation * (kernel - 1) // 2
+@pytest.mark.parametrize("same", [True, False])
+@pytest.mark.parametrize("by_forward", [True, False])
+def test_depthwise_conv_equals_conv2d(kernel: int, stride: int, dilation: int, size: tuple[int, int],
+                                      same: bool, by_forward: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # by_forward: the input gradient at stride 1 as a forward convolution with the flipped kernel
+    monkeypatch.setattr(kernel_module, "INPUT_GRAD_BY_FORWARD", by_forward)
+    padding = dilation * (kernel - 1) // 2 if same else 0
     x = _map(3, 5, *size).requires_grad_()
     w = torch.randn(5, 1, kernel, kernel, requires_grad=True)
     ref = F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=5)
