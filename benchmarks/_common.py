@@ -183,6 +183,17 @@ def common_args(parser: Any, batch_sizes: str) -> None:
     parser.add_argument("--worker", action="store_true", help=argparse_suppress())
 
 
+def one_batch_size(parser: Any, text: str) -> int:
+    """``--batch-sizes`` of a script that takes one: a positive int, or the parser's one-line error."""
+    try:
+        batch = int(text)
+    except ValueError:
+        batch = 0
+    if batch < 1:
+        parser.error(f"--batch-sizes: one positive batch size expected, got {text!r}")
+    return batch
+
+
 def argparse_suppress() -> str:
     import argparse
 

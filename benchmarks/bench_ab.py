@@ -31,14 +31,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
+from bench_supernet import cpu_darts_step, set_fused  # noqa: E402
 
 NAME = "bench_ab"
-
-
-def _set_fused(value: bool) -> None:
-    from ser_space.cells import _differentiable_cell_class
-
-    _differentiable_cell_class().fused = None if value else False
 
 
 def _set_input_grad_by_forward(value: bool) -> None:
@@ -47,7 +42,7 @@ def _set_input_grad_by_forward(value: bool) -> None:
     kernels.INPUT_GRAD_BY_FORWARD = value
 
 
-TOGGLES: dict[str, Any] = {"fused": _set_fused, "input-grad-by-forward": _set_input_grad_by_forward}
+TOGGLES: dict[str, Any] = {"fused": set_fused, "input-grad-by-forward": _set_input_grad_by_forward}
 """name -> setter(bool): True sets A (the code's default), False sets B."""
 
 
@@ -57,19 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--toggle", choices=sorted(TOGGLES), required=True, help="the setting A/B switches")
     parser.add_argument("--rounds", type=int, default=10, help="A/B pairs timed (after one untimed pair)")
     args = parser.parse_args(argv)
-    if args.device != "cpu" or "," in args.batch_sizes:
-        parser.error("bench_ab times the CPU step at one batch size")
+    if args.device != "cpu":
+        parser.error("bench_ab times the CPU step (--device cpu)")
+    batch = _common.one_batch_size(parser, args.batch_sizes)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     import torch
 
-    from bench_supernet import build_supernet, make_step
-
     config = _common.start_worker(args)
-    batch = int(args.batch_sizes)
-    model, arch, weights = build_supernet(config, "darts", "ours")
-    model.train()
-    step, _ = make_step(model, arch, weights, config, batch, "cpu", precision=args.precision)
+    _, _, _, step = cpu_darts_step(config, batch, args.precision)
     setter = TOGGLES[args.toggle]
     wall: dict[str, list[float]] = {"A": [], "B": []}
     cpu: dict[str, list[float]] = {"A": [], "B": []}

@@ -64,6 +64,21 @@ def build_supernet(config: Any, strategy_name: str, impl: str,
     return model, list(arch.values()), weights
 
 
+def set_fused(on: bool) -> None:
+    """``DartsMixedCell.fused`` for every cell: the fused kernels where they apply (True) or never."""
+    from ser_space.cells import _differentiable_cell_class
+
+    _differentiable_cell_class().fused = None if on else False
+
+
+def cpu_darts_step(config: Any, batch: int, precision: str = "32") -> tuple[Any, list[Any], list[Any], Any]:
+    """(supernet, alphas, weights, step()) of the default step on the CPU: ours, ``LeanDARTS``, first order."""
+    model, arch, weights = build_supernet(config, "darts", "ours")
+    model.train()
+    step, _ = make_step(model, arch, weights, config, batch, "cpu", precision=precision)
+    return model, arch, weights, step
+
+
 def make_step(model: Any, arch: list[Any], weights: list[Any], config: Any, batch: int, device: str,
               kind: str = "darts-first", step_kind: str = "lean",
               precision: str = "32") -> tuple[Any, dict[str, list[float]]]:
@@ -159,9 +174,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     model, arch, weights = build_supernet(config, "enas" if kind == "enas" else "darts", args.impl,
                                         args.channels_last)
     if args.fused != "auto":
-        from ser_space.cells import _differentiable_cell_class
-
-        _differentiable_cell_class().fused = None if args.fused == "on" else False
+        set_fused(args.fused == "on")
     model.to(device).train()
     step, phases = make_step(model, arch, weights, config, batch, device, kind, args.step, args.precision)
 

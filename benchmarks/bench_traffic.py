@@ -13,9 +13,9 @@ alphas frozen), the bytes of its tensor inputs and outputs:
 
 Tensors of at least ``--cache-mb`` (default 2 MiB: the two cores' L2 together here, 1 MiB
 each) do not stay in the cores' caches from one operator to the next, so their bytes go
-through the shared L3 and memory. The machine's bandwidth for such maps is measured the same way: the fastest of a
-copy, a ReLU and an add of map-sized tensors, cycled over a working set four times the L3,
-bytes read plus written. Map traffic divided by that bandwidth is a floor on the step's
+through the shared L3 and memory. The machine's bandwidth for such maps is measured the
+same way: the fastest of a copy, a ReLU and an add of map-sized tensors, cycled over a
+working set four times the L3, bytes read plus written. Map traffic divided by that bandwidth is a floor on the step's
 time for this split into operators, however fast each operator's kernel is.
 
 The same step on the smallest input the space takes (batch 1, ``min_frames`` frames) gives
@@ -40,6 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
+from bench_supernet import cpu_darts_step, make_step  # noqa: E402
 
 NAME = "bench_traffic"
 
@@ -210,18 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.device != "cpu" or args.precision != "32":
         parser.error("bench_traffic measures the CPU step in float32 (--device cpu, --precision 32)")
-    if "," in args.batch_sizes:
-        parser.error("bench_traffic takes one batch size")
+    batch = _common.one_batch_size(parser, args.batch_sizes)
+    if args.cache_mb < 0:
+        parser.error(f"--cache-mb must not be negative, got {args.cache_mb}")
     import torch
 
-    from bench_supernet import build_supernet, make_step
-
     config = _common.start_worker(args)
-    batch = int(args.batch_sizes)
     threshold = int(args.cache_mb * (1 << 20))
-    model, arch, weights = build_supernet(config, "darts", "ours")
-    model.train()
-    step, _ = make_step(model, arch, weights, config, batch, "cpu")
+    model, arch, weights, step = cpu_darts_step(config, batch)
     timing = _common.time_steps(step, args.repeats, "cpu")
     with TrafficCounter(threshold) as counter:
         step()
@@ -236,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     step_row = {"batch_size": batch, "step_s": timing["median_s"], "step_min_s": timing["min_s"],
                 "ops": totals["ops"], "ops_s": totals["seconds"], "small_ops": totals["small_ops"],
                 "small_ops_s": totals["small_seconds"], "traffic_gb": totals["bytes"] / 1e9,
-                "map_traffic_gb": totals["map_bytes"] / 1e9, "bandwidth_gb_s": bandwidth / 1e9, "floor_s": floor_s, "floor_share": floor_s / timing["median_s"],
+                "map_traffic_gb": totals["map_bytes"] / 1e9, "bandwidth_gb_s": bandwidth / 1e9,
+                "floor_s": floor_s, "floor_share": floor_s / timing["median_s"],
                 "small_input": f"1x{config.in_channels}x{config.n_mfcc}x{config.min_frames}",
                 "small_input_step_s": small_timing["median_s"]}
     by_operator = [{"operator": name, "calls": counter.calls[name], "time_s": seconds,

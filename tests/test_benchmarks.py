@@ -153,11 +153,7 @@ def test_bench_traffic_smoke(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("toggle", ["input-grad-by-forward", "fused"])
 def test_bench_ab_smoke(tmp_path: Path, toggle: str) -> None:
-    proc = subprocess.run([sys.executable, str(BENCH / "bench_ab.py"), "--config", "tiny", "--batch-sizes", "2",
-                           "--rounds", "2", "--threads", "1", "--toggle", toggle, "--out-dir", str(tmp_path)],
-                          capture_output=True, text=True, cwd=str(REPO), timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    result = json.loads((tmp_path / f"bench_ab_{toggle}.json").read_text())
+    result = _run("bench_ab.py", tmp_path, "--rounds", "2", "--toggle", toggle)
     assert [row["setting"] for row in result["rows"]] == ["A", "B"]
     assert all(len(result["times_s"][label]) == 2 for label in ("A", "B"))
     summary = result["summary"]
@@ -175,3 +171,4 @@ def test_bench_ab_toggles_switch_the_setting() -> None:
     assert kernels.INPUT_GRAD_BY_FORWARD is False
     TOGGLES["input-grad-by-forward"](True)
     assert kernels.INPUT_GRAD_BY_FORWARD is True
+

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import ser_space.kernels as kernel_module
+from ser_space import kernels as kernel_module
 from ser_space.kernels import (
     ConvTerm,
     batch_to_space,
@@ -198,14 +198,13 @@ def test_fused_cell_is_used_on_cpu_in_training_and_not_in_evaluation(monkeypatch
 
     from nni.nas.strategy import DARTS
 
-    import ser_space.kernels as kernels
     from ser_space import SERSpace, SpaceConfig
     from ser_space.cells import _differentiable_cell_class
 
     warnings.filterwarnings("ignore")
     calls = []
-    original = kernels.mixed_sum
-    monkeypatch.setattr(kernels, "mixed_sum", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = kernel_module.mixed_sum
+    monkeypatch.setattr(kernel_module, "mixed_sum", lambda *a, **k: calls.append(1) or original(*a, **k))
     model = DARTS().mutate_model(SERSpace(SpaceConfig.tiny()))
     x = torch.randn(2, 1, 16, 32)
     model.train()
@@ -273,16 +272,14 @@ def test_mixed_sum_statistics_hold_where_the_moments_cancel() -> None:
 
 def test_without_fused_convolutions_the_same_values(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where oneDNN's fused convolutions are missing, separate convolutions give the same node."""
-    import ser_space.kernels as kernels
-
     z = _map(2, 4, 6, 6).requires_grad_()
     kernel = torch.randn(4, 4, 1, 1, requires_grad=True)
     weight = torch.tensor(0.6, requires_grad=True)
     value = _map(2, 4, 6, 6, seed=1)
-    assert kernels._fused_conv_works()
+    assert kernel_module._fused_conv_works()
     results = []
     for fused in (True, False):
-        monkeypatch.setattr(kernels, "_fused_conv_works", lambda fused=fused: fused)
+        monkeypatch.setattr(kernel_module, "_fused_conv_works", lambda fused=fused: fused)
         out = mixed_sum((2, 4, 6, 6), [ConvTerm(weight, z, kernel, _bn(4, False))], [(weight, value)])
         h = pointwise_bn(z, kernel, _bn(4, False), relu=True)
         g = torch.ones_like(out)
