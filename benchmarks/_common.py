@@ -129,10 +129,20 @@ def run_worker(script: Path, args: list[str], timeout: float | None = None) -> d
 
 
 def write_results(name: str, payload: dict[str, Any], out_dir: str | Path | None = None) -> Path:
+    """Write ``<out_dir>/<name>.json`` whole or not at all (a temporary file, then a rename).
+
+    An earlier result of the same name stays intact until the new one is complete; a folder
+    that cannot be written ends the script with a one-line error naming it.
+    """
     folder = Path(out_dir) if out_dir else RESULTS
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    partial = path.with_name(path.name + ".partial")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        os.replace(partial, path)
+    except OSError as exc:
+        raise SystemExit(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
 
 

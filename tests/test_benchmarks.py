@@ -172,3 +172,18 @@ def test_bench_ab_toggles_switch_the_setting() -> None:
     TOGGLES["input-grad-by-forward"](True)
     assert kernels.INPUT_GRAD_BY_FORWARD is True
 
+
+def test_write_results_replaces_whole_files_and_names_an_unwritable_folder(tmp_path: Path) -> None:
+    sys.path.insert(0, str(BENCH))
+    import _common
+
+    path = _common.write_results("x", {"a": 1}, tmp_path)
+    assert json.loads(path.read_text()) == {"a": 1}
+    with pytest.raises(TypeError):           # a payload json cannot write leaves the old file
+        _common.write_results("x", {1j: 1}, tmp_path)
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".json"] == ["x.json"]
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit, match="cannot write .*file/x.json"):
+        _common.write_results("x", {}, blocker)
