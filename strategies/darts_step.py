@@ -60,19 +60,28 @@ class LeanDartsLightningModule(DartsLightningModule):
         arch_ids = {id(p) for p in self.arch_parameters()}
         return [p for p in self.model.parameters() if id(p) not in arch_ids]
 
-    def architecture_phase(self, trn_batch: Any, val_batch: Any, batch_idx: int) -> None:
-        """Phase 1: the architecture step on ``val_batch`` (after warm-up), as NNI's."""
+    def architecture_optimizer(self) -> optim.Optimizer:
+        """The one optimizer of the alphas (NNI's DARTS configures exactly one)."""
         arc_optim = self.architecture_optimizers()
         if not isinstance(arc_optim, optim.Optimizer):
             raise TypeError(f"Expect arc_optim to be a single Optimizer, but found: {arc_optim}")
+        return arc_optim
+
+    def validation_loss(self, val_batch: Any, batch_idx: int) -> Any:
+        """The architecture loss on ``val_batch``: the training loss, plus NNI's penalty if any (logged)."""
+        loss = loss_of(self.training_module.training_step(val_batch, 2 * batch_idx))
+        if self.penalty is not None:
+            loss, details = self.penalty(loss, self.export_probs())
+            self.log_dict({f"penalty/{k}": v for k, v in details.items()})
+        return loss
+
+    def architecture_phase(self, trn_batch: Any, val_batch: Any, batch_idx: int) -> None:
+        """Phase 1: the architecture step on ``val_batch`` (after warm-up), as NNI's."""
+        arc_optim = self.architecture_optimizer()
         self.resample()
         arc_optim.zero_grad()
         with frozen(self.weight_parameters()):
-            loss = loss_of(self.training_module.training_step(val_batch, 2 * batch_idx))
-            if self.penalty is not None:
-                loss, details = self.penalty(loss, self.export_probs())
-                self.log_dict({f"penalty/{k}": v for k, v in details.items()})
-            self.manual_backward(loss)
+            self.manual_backward(self.validation_loss(val_batch, batch_idx))
         arc_optim.step()
 
     def weight_phase(self, trn_batch: Any, batch_idx: int) -> Any:

@@ -239,15 +239,9 @@ class SecondOrderDartsLightningModule(LeanDartsLightningModule):
             with _muted_logging(self.training_module):
                 return loss_of(self.training_module.training_step(trn_batch, 2 * batch_idx + 1))
 
-        def loss_val() -> torch.Tensor:
-            loss = loss_of(self.training_module.training_step(val_batch, 2 * batch_idx))
-            if self.penalty is not None:
-                loss, details = self.penalty(loss, self.export_probs())
-                self.log_dict({f"penalty/{k}": v for k, v in details.items()})
-            return loss
-
         grads = unrolled_arch_gradient(
-            self.model, arch_params, weight_params, loss_train, loss_val, xi,
+            self.model, arch_params, weight_params, loss_train,
+            lambda: self.validation_loss(val_batch, batch_idx), xi,
             eps_scale=self.finite_difference_eps, momentum_buffers=buffers,
             weight_decay=weight_decay, momentum=momentum,
         )
@@ -259,9 +253,7 @@ class SecondOrderDartsLightningModule(LeanDartsLightningModule):
         Phase 2, the weight step with its schedulers and logging, is
         :meth:`LeanDartsLightningModule.weight_phase`: NNI's, with the alphas frozen.
         """
-        arc_optim = self.architecture_optimizers()
-        if not isinstance(arc_optim, optim.Optimizer):
-            raise TypeError(f"Expect arc_optim to be a single Optimizer, but found: {arc_optim}")
+        arc_optim = self.architecture_optimizer()
         self.resample()
         arc_optim.zero_grad()
         for alpha, grad in self.unrolled_step_gradient(trn_batch, val_batch, batch_idx):
