@@ -19,14 +19,20 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 
 
-def _run(script: str, tmp_path: Path, *extra: str) -> dict:
-    proc = subprocess.run([sys.executable, str(BENCH / script), "--config", "tiny", "--batch-sizes", "2",
-                           "--repeats", "1", "--threads", "1", "--out-dir", str(tmp_path), *extra],
+def _run_script(script: str, tmp_path: Path, *args: str) -> dict:
+    """Run ``benchmarks/<script> *args --out-dir tmp_path``; the one JSON it wrote."""
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args, "--out-dir", str(tmp_path)],
                           capture_output=True, text=True, cwd=str(REPO), timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     files = list(tmp_path.glob("*.json"))
     assert len(files) == 1, files
     return json.loads(files[0].read_text())
+
+
+def _run(script: str, tmp_path: Path, *extra: str) -> dict:
+    """A step benchmark on the tiny space, batch 2, one repeat, one thread."""
+    return _run_script(script, tmp_path, "--config", "tiny", "--batch-sizes", "2", "--repeats", "1",
+                       "--threads", "1", *extra)
 
 
 @pytest.mark.slow
@@ -133,6 +139,29 @@ def test_traffic_counter_counts_bytes_read_and_written() -> None:
     # only x reaches the threshold among the convolution's tensors (y has 4/3 of x's bytes too)
     assert counter.map_bytes["convolution"] == 4 * (x.numel() + y.numel())
     assert counter.totals()["ops"] == 3
+
+
+@pytest.mark.slow
+def test_bench_data_smoke(tmp_path: Path) -> None:
+    result = _run_script("bench_data.py", tmp_path, "--dataset", "synthetic", "--features", "small",
+                         "--workers", "1", "--batch-sizes", "2,64", "--threads", "1")
+    [extraction] = result["extraction"]
+    assert extraction["workers"] == 1 and extraction["utterances"] > 0
+    assert extraction["ms_per_utterance"] == pytest.approx(1e3 * extraction["seconds"] / extraction["utterances"])
+    assert result["feature_shape"] == [40, 64]          # FeatureConfig.small
+    assert 0 <= result["reuse_s"] < extraction["seconds"]  # the prepared folder is found, nothing recomputed
+    train = result["train_utterances"]
+    assert [(row["batch_size"], row["batches"]) for row in result["batches"]] == [(2, -(-train // 2)),
+                                                                                 (64, -(-train // 64))]
+    assert all(row["batch_ms"] > 0 and row["epoch_ms"] >= row["batch_ms"] for row in result["batches"])
+
+
+@pytest.mark.parametrize("flag", ["--workers", "--batch-sizes"])
+def test_bench_data_refuses_bad_counts(tmp_path: Path, flag: str) -> None:
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_data.py"), flag, "0,x", "--out-dir", str(tmp_path)],
+                          capture_output=True, text=True, cwd=str(REPO), timeout=120)
+    assert proc.returncode == 2 and "'0,x' is not a comma-separated list of positive integers" in proc.stderr
+    assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())
 
 
 @pytest.mark.slow
