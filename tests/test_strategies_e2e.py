@@ -63,6 +63,34 @@ def test_oneshot_strategy_searches_and_exports(strategy: str, tmp_path: Path) ->
         assert "none" not in [v for k, v in result.architecture.items() if "/op_" in k]
 
 
+def test_darts_search_in_bf16_mixed_precision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # --search-train-precision bf16-mixed: Lightning's autocast reaches the supernet's cells in
+    # every training step (their fused CPU kernels then stand aside), the epoch-end validation
+    # of the supernet runs in float32, and the search exports a valid network
+    from ser_space.cells import _differentiable_cell_class
+
+    cell_class = _differentiable_cell_class()
+    original = cell_class._uses_fused
+    calls: list[tuple[bool, bool, bool]] = []   # (training, autocast, fused)
+
+    def recording(self, x: torch.Tensor) -> bool:
+        fused = original(self, x)
+        calls.append((self.training, torch.is_autocast_enabled("cpu"), fused))
+        return fused
+
+    monkeypatch.setattr(cell_class, "_uses_fused", recording)
+    space = _space()
+    train, val = _datasets(tmp_path / "data")
+    result = run_search(space, SearchConfig(strategy="darts", epochs=1),
+                        TrainConfig(batch_size=8, precision="bf16-mixed"), train, val, tmp_path / "work",
+                        num_classes=CLASSES)
+    _check_architecture(result.architecture, space)
+    training = [(autocast, fused) for is_training, autocast, fused in calls if is_training]
+    assert training and all(autocast and not fused for autocast, fused in training)
+    assert any(not is_training and not autocast for is_training, autocast, _ in calls)
+    assert 0.0 <= result.history[-1]["val_ua"] <= 1.0
+
+
 def test_random_strategy_runs_real_trials_through_nni_manager(tmp_path: Path) -> None:
     space = _space()
     tricky = tmp_path / 'corpus "v2" #1'
