@@ -435,8 +435,9 @@ class _SharedInputs:
 
     def even(self, j: int) -> torch.Tensor:
         """relu(s_j)[..., ::2, ::2] (a dilation-2, stride-2 convolution's sub-grid)."""
-        return self._get(("even", j), lambda: self.relu(j)[:, :, ::2, ::2].contiguous(
-            memory_format=torch.channels_last))
+        from .kernels import subgrids
+
+        return self._get(("even", j), lambda: subgrids(self.relu(j), ((0, 0),))[0])
 
     def parities(self, j: int) -> torch.Tensor:
         """relu(s_j)[..., ::2, ::2] and [..., 1::2, 1::2] stacked on channels (FactorizedReduce).
@@ -444,9 +445,10 @@ class _SharedInputs:
         The odd grid is zero-padded at the end to the even one's size (odd sides), as
         ``FactorizedReduce`` pads its shifted branch.
         """
+        from .kernels import subgrids
+
         def make() -> torch.Tensor:
-            x = self.relu(j)
-            even, odd = x[:, :, ::2, ::2], x[:, :, 1::2, 1::2]
+            even, odd = subgrids(self.relu(j), ((0, 0), (1, 1)))
             if odd.shape != even.shape:
                 odd = nn.functional.pad(odd, (0, even.size(3) - odd.size(3), 0, even.size(2) - odd.size(2)))
             return torch.cat([even, odd], dim=1).contiguous(memory_format=torch.channels_last)

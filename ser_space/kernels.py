@@ -49,6 +49,7 @@ __all__ = [
     "pixel_rows",
     "space_to_batch",
     "batch_to_space",
+    "subgrids",
 ]
 
 _CL = torch.channels_last
@@ -98,6 +99,44 @@ def batch_to_space(y: torch.Tensor, batch: int) -> torch.Tensor:
     """Inverse of :func:`space_to_batch` (a copy)."""
     _, c, h2, w2 = y.shape
     return _grids_as_map(y, batch).reshape(batch, 2 * h2, 2 * w2, c).permute(0, 3, 1, 2)
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    # channels-last when x is stored so (and not also plain contiguous, as PyTorch decides)
+    return _CL if x.dim() == 4 and x.is_contiguous(memory_format=_CL) and not x.is_contiguous() \
+        else torch.contiguous_format
+
+
+class _SubGrids(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, offsets: tuple[tuple[int, int], ...], step: int) -> tuple[torch.Tensor, ...]:
+        ctx.shape, ctx.offsets, ctx.step = x.shape, offsets, step
+        ctx.memory_format = _memory_format(x)
+        return tuple(x[:, :, row::step, col::step].contiguous(memory_format=ctx.memory_format)
+                     for row, col in offsets)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        step = ctx.step
+        grad = None
+        for (row, col), g in zip(ctx.offsets, grads):
+            if g is None:
+                continue
+            if grad is None:
+                grad = torch.empty(ctx.shape, dtype=g.dtype, device=g.device,
+                                   memory_format=ctx.memory_format).zero_()
+            grad[:, :, row::step, col::step] += g
+        return grad, None, None
+
+
+def subgrids(x: torch.Tensor, offsets: Sequence[tuple[int, int]], step: int = 2) -> tuple[torch.Tensor, ...]:
+    """``x[:, :, r::step, c::step]`` for each ``(r, c)`` in ``offsets``: copies in ``x``'s memory format.
+
+    The same values as the slices; the gradient is one map in ``x``'s memory format too (the
+    slices' own backward builds contiguous NCHW maps, which made every later element-wise
+    operator on a channels-last gradient several times slower; docs/performance.md).
+    """
+    return _SubGrids.apply(x, tuple((int(r), int(c)) for r, c in offsets), int(step))
 
 
 # --------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .kernels import batch_to_space, space_to_batch
+from .kernels import batch_to_space, space_to_batch, subgrids
 
 __all__ = [
     "DepthwiseConv2d",
@@ -136,9 +136,7 @@ class DepthwiseConv2d(nn.Conv2d):
         mode = self.subgrid(input)
         stride, pad = self.stride[0], self.padding[0]
         if mode == "strided":
-            grid = input[:, :, ::stride, ::stride]
-            if input.is_contiguous(memory_format=torch.channels_last):
-                grid = grid.contiguous(memory_format=torch.channels_last)
+            (grid,) = subgrids(input, ((0, 0),), stride)
             return nn.functional.conv2d(grid, weight, bias, padding=pad // stride, groups=self.groups)
         if (mode == "space_to_batch" and input.device.type == "cpu"
                 and input.is_contiguous(memory_format=torch.channels_last)):
@@ -258,13 +256,11 @@ class FactorizedReduce(nn.Module):
 
     def forward_activated(self, x: torch.Tensor) -> torch.Tensor:
         """``forward(x) == forward_activated(relu(x))`` (see :meth:`DilConv.forward_activated`)."""
-        even, odd = x[:, :, ::2, ::2], x[:, :, 1::2, 1::2]
+        even, odd = subgrids(x, ((0, 0), (1, 1)))
         if odd.shape != even.shape:
             # odd sides: the shifted branch's last row / column is the zero padding
+            # (constant padding keeps the memory format)
             odd = nn.functional.pad(odd, (0, even.size(3) - odd.size(3), 0, even.size(2) - odd.size(2)))
-        memory_format = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
-                         else torch.contiguous_format)
-        even, odd = even.contiguous(memory_format=memory_format), odd.contiguous(memory_format=memory_format)
         return self.bn(torch.cat([nn.functional.conv2d(even, self.conv_1.weight),
                                   nn.functional.conv2d(odd, self.conv_2.weight)], dim=1))
 

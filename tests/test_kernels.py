@@ -88,6 +88,32 @@ def test_space_to_batch_round_trip_and_dilated_convolution() -> None:
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("size", [(8, 6), (7, 9)])
+@pytest.mark.parametrize("layout", ["channels_last", "nchw"])
+def test_subgrids_equal_the_slices_and_keep_the_layout_in_the_gradient(size: tuple[int, int], layout: str) -> None:
+    x = _map(2, 3, *size) if layout == "channels_last" else torch.randn(2, 3, *size)
+    x.requires_grad_()
+    offsets = ((0, 0), (1, 1), (0, 1))
+    grids = kernel_module.subgrids(x, offsets)
+    slices = [x[:, :, r::2, c::2] for r, c in offsets]
+    weights = [torch.randn_like(s) for s in slices]
+    for grid, piece in zip(grids, slices):
+        assert torch.equal(grid, piece)
+        assert grid.is_contiguous(memory_format=torch.channels_last if layout == "channels_last"
+                                  else torch.contiguous_format)
+    (got,) = torch.autograd.grad(sum((g * w).sum() for g, w in zip(grids, weights)), x)
+    (want,) = torch.autograd.grad(sum((s * w).sum() for s, w in zip(slices, weights)), x)
+    assert torch.equal(got, want)
+    # the slices' own backward gives an NCHW map whatever x's layout; subgrids keeps x's
+    assert got.is_contiguous(memory_format=torch.channels_last if layout == "channels_last"
+                             else torch.contiguous_format)
+    # one grid's gradient only, and a stride of 3 (a dilation-3 convolution's sub-grid)
+    (only,) = torch.autograd.grad(kernel_module.subgrids(x, ((1, 2),), 3)[0].sum(), x)
+    expected = torch.zeros_like(x)
+    expected[:, :, 1::3, 2::3] = 1
+    assert torch.equal(only, expected)
+
+
 def _bn(channels: int, affine: bool, seed: int = 0) -> nn.BatchNorm2d:
     norm = nn.BatchNorm2d(channels, affine=affine)
     if affine:

@@ -289,3 +289,4 @@ def test_dropout_keeps_layout_rate_scale_and_gradient() -> None:
     torch.manual_seed(3)
     assert torch.equal(drop(x.detach().contiguous()), y)             # the same mask in NCHW
     assert torch.equal(drop.eval()(x), x)
+
