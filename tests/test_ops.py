@@ -290,3 +290,25 @@ def test_dropout_keeps_layout_rate_scale_and_gradient() -> None:
     assert torch.equal(drop(x.detach().contiguous()), y)             # the same mask in NCHW
     assert torch.equal(drop.eval()(x), x)
 
+
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_stem_runs_channels_last_on_cpu_with_the_nchw_values(in_channels: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ser_space.cells import Stem
+
+    torch.manual_seed(0)
+    stem = Stem(in_channels, 6).train()
+    x = torch.randn(4, in_channels, 10, 12, requires_grad=True)
+    seen = []
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", lambda self, v, _f=torch.nn.Conv2d.forward: (
+        seen.append(v.is_contiguous(memory_format=torch.channels_last) and v.stride(1) == 1) or _f(self, v)))
+    y = stem(x)
+    assert seen == [True]                      # the convolution itself runs channels-last
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    stem.channels_last = False
+    reference = stem(x)
+    assert reference.is_contiguous()
+    torch.testing.assert_close(y, reference, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(y)
+    params = (x, stem[0].weight, stem[1].weight)
+    for got, want in zip(torch.autograd.grad(y, params, g), torch.autograd.grad(reference, params, g)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
