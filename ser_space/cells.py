@@ -34,6 +34,7 @@ from .ops import (
     CNN_OPS,
     POOL_OPS,
     SEQ_OPS,
+    AvgPool2d,
     DilConv,
     Dropout,
     DropPath,
@@ -526,7 +527,7 @@ def _term_shape(term: Any) -> tuple[int, ...]:
     return (z.size(0), channels, z.size(2), z.size(3))
 
 
-_PARAMETER_FREE = (nn.MaxPool2d, nn.AvgPool2d)
+_PARAMETER_FREE = (nn.MaxPool2d, nn.AvgPool2d, AvgPool2d)
 """Deterministic, parameter-free candidates: equal modules on the same state give the same output."""
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "space_to_batch",
     "batch_to_space",
     "subgrids",
+    "avg_pool",
 ]
 
 _CL = torch.channels_last
@@ -228,7 +229,8 @@ def _depthwise_backward(grad: torch.Tensor, x: torch.Tensor | None, x_shape: tor
         grad_x = F.conv2d(grad, weight.flip(2, 3), None, 1, flipped_pad, dilation, groups)
     elif need_x:
         # the input's values are not read for the input gradient, only its shape
-        shape_only = x if x is not None else torch.empty(x_shape, memory_format=_CL)
+        shape_only = x if x is not None else torch.empty(x_shape, dtype=grad.dtype, device=grad.device,
+                                                         memory_format=_CL)
         grad_x = _conv_backward(grad, shape_only, weight, stride, padding, dilation, groups, (True, False))[0]
     if need_w:
         grad_w = _depthwise_weight_grad(grad, x, weight, stride, padding, dilation)
@@ -257,6 +259,36 @@ def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, paddi
                    dilation: int = 1) -> torch.Tensor:
     """``F.conv2d(x, weight, stride=..., padding=..., dilation=..., groups=channels)``."""
     return _DepthwiseConv.apply(x, weight, (stride, stride), (padding, padding), (dilation, dilation))
+
+
+# --------------------------------------------------------------------------------------
+# average pooling as a depthwise convolution
+# --------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _window_reciprocals(height: int, width: int, kernel: int, stride: int, padding: int,
+                        dtype: torch.dtype) -> torch.Tensor:
+    # 1 / (cells of each pooling window inside the map): (1, 1, H', W')
+    ones = torch.ones(1, 1, height, width, dtype=torch.float64)
+    counts = F.conv2d(ones, torch.ones(1, 1, kernel, kernel, dtype=torch.float64), stride=stride, padding=padding)
+    return counts.reciprocal().to(dtype)
+
+
+def avg_pool(x: torch.Tensor, kernel: int, stride: int, padding: int, count_include_pad: bool) -> torch.Tensor:
+    """``F.avg_pool2d(x, kernel, stride, padding, count_include_pad=...)`` as a depthwise convolution.
+
+    The window sums are one depthwise convolution with a kernel of ones (no weight gradient,
+    so nothing is kept for the backward pass but the shape), scaled by the reciprocal window
+    sizes: the same values to rounding. On channels-last CPU maps PyTorch's pooling kernels
+    are slow below 16 channels; this is 1.3-2.4x faster forward and backward at 8-32
+    channels (docs/performance.md).
+    """
+    ones = torch.ones(x.size(1), 1, kernel, kernel, dtype=x.dtype, device=x.device)
+    sums = depthwise_conv(x, ones, stride, padding)
+    if count_include_pad:
+        return sums.mul_(1.0 / (kernel * kernel))
+    return sums.mul_(_window_reciprocals(x.size(2), x.size(3), kernel, stride, padding, x.dtype))
 
 
 # --------------------------------------------------------------------------------------

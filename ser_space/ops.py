@@ -27,9 +27,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .kernels import batch_to_space, space_to_batch, subgrids
+from .kernels import avg_pool, batch_to_space, space_to_batch, subgrids
 
 __all__ = [
+    "AvgPool2d",
     "DepthwiseConv2d",
     "ReLUConvBN",
     "SepConv",
@@ -265,6 +266,33 @@ class FactorizedReduce(nn.Module):
                                   nn.functional.conv2d(odd, self.conv_2.weight)], dim=1))
 
 
+class AvgPool2d(nn.AvgPool2d):
+    """``nn.AvgPool2d`` whose pass over a channels-last CPU map is a depthwise convolution.
+
+    Same values to rounding (:func:`ser_space.kernels.avg_pool`: window sums by a kernel of
+    ones, times the reciprocal window sizes), several times faster there at the cells' 8-16
+    channels. Every other case (NCHW, GPU, autocast, ``ceil_mode``, ``divisor_override``,
+    non-square windows) is ``nn.AvgPool2d``'s.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        square = {_square(v) for v in (self.kernel_size, self.stride, self.padding)}
+        if (None in square or self.ceil_mode or self.divisor_override is not None or input.dim() != 4
+                or input.device.type != "cpu" or input.dtype not in (torch.float32, torch.float64)
+                or not (input.is_contiguous(memory_format=torch.channels_last) and input.stride(1) == 1)
+                or torch.is_autocast_enabled("cpu")):
+            return super().forward(input)
+        return avg_pool(input, _square(self.kernel_size), _square(self.stride), _square(self.padding),
+                        self.count_include_pad)
+
+
+def _square(value: int | tuple[int, ...]) -> int | None:
+    """``k`` for ``k`` or ``(k, k)``; None for a non-square value."""
+    if isinstance(value, int):
+        return value
+    return value[0] if len(value) == 2 and value[0] == value[1] else None
+
+
 class Zero(nn.Module):
     """The ``none`` op: zeros shaped like the op's output.
 
@@ -375,7 +403,7 @@ CNN_OPS: dict[str, CnnOpFactory] = {
     # 3x3 max pooling; padding 1 so a side n becomes ceil(n / stride).
     "max_pool_3x3": lambda channels, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1),
     # 3x3 average pooling; padded cells are not counted in the mean.
-    "avg_pool_3x3": lambda channels, stride, affine: nn.AvgPool2d(
+    "avg_pool_3x3": lambda channels, stride, affine: AvgPool2d(
         3, stride=stride, padding=1, count_include_pad=False),
     # Identity at stride 1, FactorizedReduce at stride 2.
     "skip_connect": lambda channels, stride, affine: (

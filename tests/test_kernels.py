@@ -65,15 +65,19 @@ def test_depthwise_conv_equals_conv2d(kernel: int, stride: int, dilation: int, s
     _close(grads[1], ref_grads[1], "weight")  # the 5-wide kernels take the split path
 
 
-def test_depthwise_conv_keeps_its_input_only_for_the_weight_gradient() -> None:
-    x = _map(2, 4, 8, 8).requires_grad_()
-    w = torch.randn(4, 1, 5, 5, requires_grad=True)
-    frozen = depthwise_conv(x, w.detach(), 1, 2)
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_depthwise_conv_keeps_its_input_only_for_the_weight_gradient(stride: int, dtype: torch.dtype) -> None:
+    # at stride 2 the input gradient comes from the backward-data kernel, given only x's shape
+    x = _map(2, 4, 8, 8).to(dtype).requires_grad_()
+    w = torch.randn(4, 1, 5, 5, dtype=dtype, requires_grad=True)
+    frozen = depthwise_conv(x, w.detach(), stride, 2)
     assert frozen.grad_fn.saved_tensors[0] is None       # nothing kept for a frozen weight
     g = torch.randn_like(frozen)
     (grad_x,) = torch.autograd.grad(frozen, x, g)
-    _close(grad_x, torch.autograd.grad(F.conv2d(x, w, padding=2, groups=4), x, g)[0], "x")
-    assert depthwise_conv(x, w, 1, 2).grad_fn.saved_tensors[0] is not None
+    assert grad_x.dtype == dtype
+    _close(grad_x, torch.autograd.grad(F.conv2d(x, w, stride=stride, padding=2, groups=4), x, g)[0], "x")
+    assert depthwise_conv(x, w, stride, 2).grad_fn.saved_tensors[0] is not None
 
 
 def test_space_to_batch_round_trip_and_dilated_convolution() -> None:

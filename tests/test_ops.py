@@ -312,3 +312,26 @@ def test_stem_runs_channels_last_on_cpu_with_the_nchw_values(in_channels: int, m
     params = (x, stem[0].weight, stem[1].weight)
     for got, want in zip(torch.autograd.grad(y, params, g), torch.autograd.grad(reference, params, g)):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [(8, 8), (7, 10), (1, 3)])
+@pytest.mark.parametrize("include_pad", [False, True])
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_avg_pool_equals_torchs(stride: int, size: tuple[int, int], include_pad: bool, layout: str,
+                                monkeypatch: pytest.MonkeyPatch, full_precision: None) -> None:
+    from ser_space import ops
+
+    calls = []
+    monkeypatch.setattr(ops, "avg_pool", lambda *a, _f=ops.avg_pool: calls.append(a[1:]) or _f(*a))
+    op = ops.AvgPool2d(3, stride=stride, padding=1, count_include_pad=include_pad)
+    x = torch.randn(3, 8, *size).contiguous(memory_format=LAYOUTS[layout]).requires_grad_()
+    y = op(x)
+    reference = F.avg_pool2d(x, 3, stride, 1, count_include_pad=include_pad)
+    # the depthwise convolution on channels-last CPU maps, PyTorch's pooling on NCHW ones
+    assert calls == ([(3, stride, 1, include_pad)] if layout == "channels_last" else [])
+    torch.testing.assert_close(y, reference, rtol=1e-6, atol=1e-6)
+    assert y.is_contiguous(memory_format=LAYOUTS[layout])
+    g = torch.randn_like(y)
+    torch.testing.assert_close(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(reference, x, g)[0],
+                               rtol=1e-6, atol=1e-6)
