@@ -15,6 +15,12 @@ Toggles (A is the default of the code, B the alternative):
 ``input-grad-by-forward``
     ``ser_space.kernels.INPUT_GRAD_BY_FORWARD``: depthwise input gradients at stride 1 as
     forward convolutions with the flipped kernel (A) against oneDNN's backward-data (B).
+``subgrids``
+    ``ser_space.kernels.subgrids``, whose gradient keeps the map's channels-last layout (A),
+    against plain slices and copies, whose backward builds NCHW maps (B).
+``avg-pool-by-convolution``
+    ``ser_space.ops.AvgPool2d``: average pooling of channels-last CPU maps as a depthwise
+    convolution (A) against ``nn.AvgPool2d`` (B).
 
     python benchmarks/bench_ab.py --toggle input-grad-by-forward --rounds 10
     python benchmarks/bench_ab.py --toggle fused --rounds 6
@@ -42,7 +48,40 @@ def _set_input_grad_by_forward(value: bool) -> None:
     kernels.INPUT_GRAD_BY_FORWARD = value
 
 
-TOGGLES: dict[str, Any] = {"fused": set_fused, "input-grad-by-forward": _set_input_grad_by_forward}
+_SUBGRIDS: list[Any] = []
+
+
+def _sliced_subgrids(x: Any, offsets: Any, step: int = 2) -> tuple[Any, ...]:
+    import torch
+
+    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    return tuple(x[:, :, r::step, c::step].contiguous(memory_format=layout) for r, c in offsets)
+
+
+def _set_subgrids(value: bool) -> None:
+    from ser_space import kernels, ops
+
+    if not _SUBGRIDS:
+        _SUBGRIDS.append(kernels.subgrids)
+    # ops binds the name at import; cells looks it up in kernels at each call
+    kernels.subgrids = ops.subgrids = _SUBGRIDS[0] if value else _sliced_subgrids
+
+
+_AVG_POOL: list[Any] = []
+
+
+def _set_avg_pool_by_convolution(value: bool) -> None:
+    from torch import nn
+
+    from ser_space import ops
+
+    if not _AVG_POOL:
+        _AVG_POOL.append(ops.AvgPool2d.forward)
+    ops.AvgPool2d.forward = _AVG_POOL[0] if value else nn.AvgPool2d.forward
+
+
+TOGGLES: dict[str, Any] = {"fused": set_fused, "input-grad-by-forward": _set_input_grad_by_forward,
+                           "subgrids": _set_subgrids, "avg-pool-by-convolution": _set_avg_pool_by_convolution}
 """name -> setter(bool): True sets A (the code's default), False sets B."""
 
 

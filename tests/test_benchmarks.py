@@ -196,10 +196,23 @@ def test_bench_ab_toggles_switch_the_setting() -> None:
 
     from ser_space import kernels
 
+    from ser_space import ops
+
     TOGGLES["input-grad-by-forward"](False)
     assert kernels.INPUT_GRAD_BY_FORWARD is False
     TOGGLES["input-grad-by-forward"](True)
     assert kernels.INPUT_GRAD_BY_FORWARD is True
+    x = torch.randn(2, 3, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
+    pool = ops.AvgPool2d(3, 1, 1, count_include_pad=False)
+    for value in (False, True):   # B then back to A: the code's default again
+        TOGGLES["subgrids"](value)
+        TOGGLES["avg-pool-by-convolution"](value)
+        (grid,) = ops.subgrids(x, ((0, 0),))
+        (grad,) = torch.autograd.grad(grid.sum(), x)
+        # plain slices' gradient is NCHW; the default's keeps channels-last
+        assert grad.is_contiguous(memory_format=torch.channels_last) is value
+        assert kernels.subgrids is ops.subgrids
+        assert (type(pool(x).grad_fn).__name__ == "MulBackward0") is value   # the convolution, scaled
 
 
 def test_write_results_replaces_whole_files_and_names_an_unwritable_folder(tmp_path: Path) -> None:
