@@ -101,10 +101,12 @@ class Stem(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last or (self.channels_last is None and x.device.type == "cpu"):
-            if x.dim() == 4 and not (x.is_contiguous(memory_format=torch.channels_last) and x.stride(1) == 1):
+            from .kernels import is_channels_last
+
+            if x.dim() == 4 and not is_channels_last(x):
                 # in channels-last strides from the start, so the convolution and the batch norm run
-                # in it too (a 1-channel NCHW input counts as both layouts and PyTorch keeps NCHW;
-                # converting their output instead cost 2.5x the stem's time)
+                # in it too (PyTorch keeps a 1-channel NCHW input, which counts as both layouts, in
+                # NCHW; converting their output instead cost 2.5x the stem's time)
                 x = torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
             return super().forward(x).contiguous(memory_format=torch.channels_last)
         return super().forward(x)

@@ -51,6 +51,7 @@ __all__ = [
     "batch_to_space",
     "subgrids",
     "avg_pool",
+    "is_channels_last",
 ]
 
 _CL = torch.channels_last
@@ -102,10 +103,18 @@ def batch_to_space(y: torch.Tensor, batch: int) -> torch.Tensor:
     return _grids_as_map(y, batch).reshape(batch, 2 * h2, 2 * w2, c).permute(0, 3, 1, 2)
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether a 4-D map is stored channels-last, channels innermost.
+
+    A 1-channel NCHW map also passes ``is_contiguous(memory_format=channels_last)`` (a size-1
+    dimension's stride does not count), and PyTorch's operators keep it NCHW; here it does
+    not count as channels-last.
+    """
+    return x.dim() == 4 and x.is_contiguous(memory_format=_CL) and x.stride(1) == 1
+
+
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    # channels-last when x is stored so (and not also plain contiguous, as PyTorch decides)
-    return _CL if x.dim() == 4 and x.is_contiguous(memory_format=_CL) and not x.is_contiguous() \
-        else torch.contiguous_format
+    return _CL if is_channels_last(x) else torch.contiguous_format
 
 
 class _SubGrids(torch.autograd.Function):

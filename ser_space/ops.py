@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .kernels import avg_pool, batch_to_space, space_to_batch, subgrids
+from .kernels import avg_pool, batch_to_space, is_channels_last, space_to_batch, subgrids
 
 __all__ = [
     "AvgPool2d",
@@ -279,7 +279,7 @@ class AvgPool2d(nn.AvgPool2d):
         square = {_square(v) for v in (self.kernel_size, self.stride, self.padding)}
         if (None in square or self.ceil_mode or self.divisor_override is not None or input.dim() != 4
                 or input.device.type != "cpu" or input.dtype not in (torch.float32, torch.float64)
-                or not (input.is_contiguous(memory_format=torch.channels_last) and input.stride(1) == 1)
+                or not is_channels_last(input)
                 or torch.is_autocast_enabled("cpu")):
             return super().forward(input)
         return avg_pool(input, _square(self.kernel_size), _square(self.stride), _square(self.padding),

@@ -92,6 +92,16 @@ def test_space_to_batch_round_trip_and_dilated_convolution() -> None:
                                rtol=1e-5, atol=1e-5)
 
 
+def test_is_channels_last_does_not_count_a_one_channel_nchw_map() -> None:
+    assert kernel_module.is_channels_last(_map(2, 3, 4, 5))
+    assert not kernel_module.is_channels_last(torch.randn(2, 3, 4, 5))
+    one = torch.randn(2, 1, 4, 5)
+    assert one.is_contiguous(memory_format=torch.channels_last)     # PyTorch's check passes...
+    assert not kernel_module.is_channels_last(one)                  # ...but it is stored NCHW
+    assert kernel_module.is_channels_last(torch.empty_like(one, memory_format=torch.channels_last))
+    assert not kernel_module.is_channels_last(torch.randn(2, 3, 4))
+
+
 @pytest.mark.parametrize("size", [(8, 6), (7, 9)])
 @pytest.mark.parametrize("layout", ["channels_last", "nchw"])
 def test_subgrids_equal_the_slices_and_keep_the_layout_in_the_gradient(size: tuple[int, int], layout: str) -> None:
