@@ -21,6 +21,9 @@ Toggles (A is the default of the code, B the alternative):
 ``avg-pool-by-convolution``
     ``ser_space.ops.AvgPool2d``: average pooling of channels-last CPU maps as a depthwise
     convolution (A) against ``nn.AvgPool2d`` (B).
+``batched-middles``
+    the separable convolutions' middles of a node through one ``kernels.pointwise_bns``
+    (A) against one ``pointwise_bn`` per candidate (B).
 
     python benchmarks/bench_ab.py --toggle input-grad-by-forward --rounds 10
     python benchmarks/bench_ab.py --toggle fused --rounds 6
@@ -80,8 +83,21 @@ def _set_avg_pool_by_convolution(value: bool) -> None:
     ops.AvgPool2d.forward = _AVG_POOL[0] if value else nn.AvgPool2d.forward
 
 
+_MIDDLES: list[Any] = []
+
+
+def _set_batched_middles(value: bool) -> None:
+    from ser_space import cells
+
+    if not _MIDDLES:
+        _MIDDLES.append(cells._separable_middles)
+    # with no middles given, each separable candidate evaluates its own (cells._conv_term)
+    cells._separable_middles = _MIDDLES[0] if value else (lambda candidates, shared: {})
+
+
 TOGGLES: dict[str, Any] = {"fused": set_fused, "input-grad-by-forward": _set_input_grad_by_forward,
-                           "subgrids": _set_subgrids, "avg-pool-by-convolution": _set_avg_pool_by_convolution}
+                           "subgrids": _set_subgrids, "avg-pool-by-convolution": _set_avg_pool_by_convolution,
+                           "batched-middles": _set_batched_middles}
 """name -> setter(bool): True sets A (the code's default), False sets B."""
 
 

@@ -379,11 +379,12 @@ class DartsMixedCell:
         from .kernels import ConvTerm, mixed_sum
 
         candidates, zero_like = self._candidates(states, i, ops)
+        middles = _separable_middles(candidates, shared)
         conv_terms: list[ConvTerm] = []
         plain_terms: list[tuple[torch.Tensor, torch.Tensor]] = []
         shape: tuple[int, ...] | None = None
-        for j, weight, op in candidates:
-            term = _conv_term(op, j, weight, shared)
+        for index, (j, weight, op) in enumerate(candidates):
+            term = _conv_term(op, j, weight, shared, middles.get(index))
             if term is not None:
                 conv_terms.append(term)
                 term_shape = _term_shape(term)
@@ -480,19 +481,47 @@ def _fused_preprocess(preprocessor: nn.Module, inputs: list[torch.Tensor]) -> li
     return states
 
 
-def _conv_term(op: nn.Module, j: int, weight: torch.Tensor, shared: _SharedInputs) -> Any:
-    """The candidate as a :class:`~ser_space.kernels.ConvTerm` (its inner ops evaluated), or None."""
-    from .kernels import ConvTerm, depthwise_conv, pointwise_bn
-
+def _closing_norm(op: nn.Module) -> nn.Module | None:
+    """The batch norm a candidate ends in, where :func:`_conv_term` can fuse it (affine-free), or None."""
     closing = op[1][3] if isinstance(op, SepConv) else op[3] if isinstance(op, DilConv) else \
         op.bn if isinstance(op, FactorizedReduce) else None
-    if closing is None or closing.affine:
-        return None  # mixed_sum takes affine-free closing norms (the supernet's, SpaceConfig.affine)
+    # mixed_sum takes affine-free closing norms (the supernet's, SpaceConfig.affine)
+    return None if closing is None or closing.affine else closing
+
+
+def _separable_middles(candidates: list[tuple[int, torch.Tensor, nn.Module]],
+                       shared: _SharedInputs) -> dict[int, torch.Tensor]:
+    """``{candidate index: depthwise(relu(BN(conv1x1(depthwise(relu(s_j))))))}`` of a node's
+    separable convolutions, the middles evaluated by one :func:`~ser_space.kernels.pointwise_bns`."""
+    from .kernels import depthwise_conv, pointwise_bns
+
+    indices, terms = [], []
+    for index, (j, _, op) in enumerate(candidates):
+        if isinstance(op, SepConv) and _closing_norm(op) is not None:
+            first, second = op[0], op[1]
+            z = _depthwise(first[1], shared.relu(j), depthwise_conv)
+            indices.append(index)
+            terms.append((z, first[2].weight, first[3], second[1]))
+    return dict(zip(indices, pointwise_bns(terms, relu=True)))
+
+
+def _conv_term(op: nn.Module, j: int, weight: torch.Tensor, shared: _SharedInputs,
+               middle: torch.Tensor | None = None) -> Any:
+    """The candidate as a :class:`~ser_space.kernels.ConvTerm` (its inner ops evaluated), or None.
+
+    ``middle``: a separable convolution's input to its last 1x1 convolution, from
+    :func:`_separable_middles` (computed here when None).
+    """
+    from .kernels import ConvTerm, depthwise_conv, pointwise_bn
+
+    if _closing_norm(op) is None:
+        return None
     if isinstance(op, SepConv):
         first, second = op[0], op[1]
-        z = _depthwise(first[1], shared.relu(j), depthwise_conv)
-        z = pointwise_bn(z, first[2].weight, first[3], relu=True, depthwise=second[1])
-        return ConvTerm(weight, z, second[2].weight, second[3])
+        if middle is None:
+            z = _depthwise(first[1], shared.relu(j), depthwise_conv)
+            middle = pointwise_bn(z, first[2].weight, first[3], relu=True, depthwise=second[1])
+        return ConvTerm(weight, middle, second[2].weight, second[3])
     if isinstance(op, DilConv):
         dw = op[1]
         x = shared.relu(j)

@@ -44,6 +44,7 @@ from torch import nn
 __all__ = [
     "depthwise_conv",
     "pointwise_bn",
+    "pointwise_bns",
     "mixed_sum",
     "ConvTerm",
     "pixel_rows",
@@ -517,50 +518,102 @@ def _input_grad_(part: torch.Tensor, z: torch.Tensor, grads: dict[str, torch.Ten
 
 
 class _PointwiseBN(torch.autograd.Function):
-    """``[dw](relu?(BN(conv1x1(z, weight))))``; with ``dw`` the ReLU output is recomputed, not kept."""
+    """``T`` terms ``[dw_t](relu?(BN_t(conv1x1(z_t, weight_t))))`` of one map size, their small
+    algebra batched; with ``dw_t`` the ReLU output is recomputed in the backward pass, not kept."""
 
     @staticmethod
-    def forward(ctx: Any, z: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor | None,
-                beta: torch.Tensor | None, dw_weight: torch.Tensor | None, norm: nn.Module,
-                relu: bool, dw_conv: tuple[tuple[int, int], ...] | None) -> torch.Tensor:
-        group = _Group([z], [weight], [norm], None)
-        ctx.scaled = (group.scaled_kernels()[0], group.shift[0].to(z.dtype))
-        h = _conv1x1(z, *ctx.scaled, relu=relu)
-        ctx.relu, ctx.group, ctx.dw_conv = relu, group, dw_conv
-        if dw_weight is None:
-            ctx.save_for_backward(z, weight, gamma, beta, None, h if relu else None)
-            return h
-        stride, padding, dilation = dw_conv
-        ctx.save_for_backward(z, weight, gamma, beta, dw_weight, None)
-        return F.conv2d(h, dw_weight, None, stride, padding, dilation, dw_weight.size(0))
+    def forward(ctx: Any, layout: tuple[Any, ...], *tensors: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        # layout: (norms, relu, per-term depthwise (stride, padding, dilation) or None);
+        # tensors: per term z, weight, gamma, beta, depthwise weight (None where absent)
+        norms, relu, dw_convs = layout
+        count = len(norms)
+        zs, weights = tensors[0::5], tensors[1::5]
+        group = _Group(zs, weights, norms, None)
+        kernels, shifts = group.scaled_kernels(), group.shift.to(zs[0].dtype)
+        ctx.scaled = [(kernels[t], shifts[t]) for t in range(count)]
+        ctx.layout, ctx.group = layout, group
+        outputs, kept = [], []
+        for t in range(count):
+            h = _conv1x1(zs[t], *ctx.scaled[t], relu=relu)
+            dw_weight = tensors[5 * t + 4]
+            if dw_weight is None:
+                outputs.append(h)
+                kept.append(h if relu else None)
+            else:
+                stride, padding, dilation = dw_convs[t]
+                outputs.append(F.conv2d(h, dw_weight, None, stride, padding, dilation, dw_weight.size(0)))
+                kept.append(None)
+        ctx.save_for_backward(*tensors, *kept)
+        return tuple(outputs)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        z, weight, gamma, beta, dw_weight, h = ctx.saved_tensors
-        grad_dw = None
-        if dw_weight is not None:
-            h = _conv1x1(z, *ctx.scaled, relu=ctx.relu)          # recomputed, not kept
-            grad, grad_dw = _depthwise_backward(grad, h, h.shape, dw_weight, ctx.dw_conv, True,
-                                                ctx.needs_input_grad[4])
-        grad = _cl(grad)
-        if ctx.relu:
-            grad = torch.ops.aten.threshold_backward(grad, h, 0.0)
-        del h
-        needs = ctx.needs_input_grad
-        if ctx.group.exact[0]:
-            exact = ctx.group.exact_backward(0, grad, z, weight)
-            grad_z, grad_w = exact["input"], exact["kernel"]
-            grad_gamma, grad_beta = exact["gamma"], exact["beta"]
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        norms, relu, dw_convs = ctx.layout
+        count = len(norms)
+        saved = ctx.saved_tensors
+        needs = ctx.needs_input_grad[1:]
+        group = ctx.group
+        result: list[torch.Tensor | None] = [None] * (5 * count)
+        moments: dict[int, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = {}
+        for t in range(count):
+            z, weight, _, _, dw_weight = saved[5 * t: 5 * t + 5]
+            grad, h = grads[t], saved[5 * count + t]
+            if dw_weight is not None:
+                h = _conv1x1(z, *ctx.scaled[t], relu=relu)          # recomputed, not kept
+                grad, result[5 * t + 4] = _depthwise_backward(grad, h, h.shape, dw_weight, dw_convs[t], True,
+                                                              needs[5 * t + 4])
+            grad = _cl(grad)
+            if relu:
+                grad = torch.ops.aten.threshold_backward(grad, h, 0.0)
+            del h
+            if group.exact[t]:
+                exact = group.exact_backward(t, grad, z, weight)
+                result[5 * t: 5 * t + 4] = exact["input"], exact["kernel"], exact["gamma"], exact["beta"]
+            else:
+                cross, part = _cross_and_transpose(grad, z, ctx.scaled[t][0], needs[5 * t])
+                moments[t] = (cross, part, _channel_sums(*pixel_rows(grad)).double())
+        if moments:
+            # terms whose statistics were exact take zero moments here; their rows are not used
+            zero_cross = torch.zeros_like(next(iter(moments.values()))[0])
+            zero_sum = torch.zeros_like(next(iter(moments.values()))[2])
+            backward = group.backward(torch.stack([moments[t][0] if t in moments else zero_cross
+                                                   for t in range(count)]),
+                                      torch.stack([moments[t][2] if t in moments else zero_sum
+                                                   for t in range(count)]))
+            for t, (_, part, _) in moments.items():
+                z = saved[5 * t]
+                grad_z = _input_grad_(part, z, backward, t) if needs[5 * t] else None
+                result[5 * t: 5 * t + 4] = grad_z, backward["kernel"][t], backward["gamma"][t], backward["beta"][t]
+        for t in range(count):
+            z, weight, gamma, beta, _ = saved[5 * t: 5 * t + 5]
+            result[5 * t] = result[5 * t] if needs[5 * t] else None
+            result[5 * t + 1] = result[5 * t + 1].view_as(weight) if needs[5 * t + 1] else None
+            result[5 * t + 2] = result[5 * t + 2].to(z.dtype) if gamma is not None and needs[5 * t + 2] else None
+            result[5 * t + 3] = result[5 * t + 3].to(z.dtype) if beta is not None and needs[5 * t + 3] else None
+        return (None, *result)
+
+
+def pointwise_bns(terms: Sequence[tuple[torch.Tensor, torch.Tensor, nn.Module, nn.Conv2d | None]],
+                  relu: bool = False) -> tuple[torch.Tensor, ...]:
+    """:func:`pointwise_bn` of several ``(z, weight, norm, depthwise)`` terms on maps of one size.
+
+    The same values as one call per term; the statistics, scaled kernels and backward
+    coefficients of all the terms are computed together (one set of small tensor operations
+    instead of one per term), which is most of what a term costs on small maps.
+    """
+    if not terms:
+        return ()
+    norms, dw_convs, tensors = [], [], []
+    for z, weight, norm, depthwise in terms:
+        gamma, beta = _norm_affine(norm)
+        norms.append(norm)
+        if depthwise is None:
+            dw_convs.append(None)
+            tensors.extend((z, weight, gamma, beta, None))
         else:
-            cross, part = _cross_and_transpose(grad, z, ctx.scaled[0], needs[0])
-            grads = ctx.group.backward(cross.unsqueeze(0), _channel_sums(*pixel_rows(grad)).double())
-            grad_z = _input_grad_(part, z, grads, 0) if needs[0] else None
-            grad_w, grad_gamma, grad_beta = grads["kernel"][0], grads["gamma"][0], grads["beta"][0]
-        grad_z = grad_z if needs[0] else None
-        grad_w = grad_w.view_as(weight) if needs[1] else None
-        grad_gamma = grad_gamma.to(z.dtype) if gamma is not None and needs[2] else None
-        grad_beta = grad_beta.to(z.dtype) if beta is not None and needs[3] else None
-        return grad_z, grad_w, grad_gamma, grad_beta, grad_dw, None, None, None
+            dw_convs.append((depthwise.stride, depthwise.padding, depthwise.dilation))
+            tensors.extend((z, weight, gamma, beta, depthwise.weight))
+    return _PointwiseBN.apply((tuple(norms), relu, tuple(dw_convs)), *tensors)
 
 
 def pointwise_bn(z: torch.Tensor, weight: torch.Tensor, norm: nn.Module, relu: bool = False,
@@ -572,11 +625,7 @@ def pointwise_bn(z: torch.Tensor, weight: torch.Tensor, norm: nn.Module, relu: b
     ``depthwise`` convolution (groups = channels) its input is recomputed in the backward
     pass instead of kept.
     """
-    gamma, beta = _norm_affine(norm)
-    if depthwise is None:
-        return _PointwiseBN.apply(z, weight, gamma, beta, None, norm, relu, None)
-    conv = (depthwise.stride, depthwise.padding, depthwise.dilation)
-    return _PointwiseBN.apply(z, weight, gamma, beta, depthwise.weight, norm, relu, conv)
+    return pointwise_bns([(z, weight, norm, depthwise)], relu)[0]
 
 
 # --------------------------------------------------------------------------------------

@@ -165,6 +165,49 @@ def test_pointwise_bn_equals_modules(relu: bool, affine: bool, with_depthwise: b
     assert int(norm.num_batches_tracked) == int(ref_norm.num_batches_tracked) == 1
 
 
+def test_pointwise_bns_equal_one_call_per_term(monkeypatch: pytest.MonkeyPatch) -> None:
+    # three terms on one map size: with a depthwise convolution and ReLU, without, and one whose
+    # moments cancel (the exact two-pass statistics), batched against separate calls
+    exact_calls: list[tuple[int, int]] = []   # (terms in the group, term)
+    original = kernel_module._Group.exact_backward
+    monkeypatch.setattr(kernel_module._Group, "exact_backward",
+                        lambda self, t, *a: exact_calls.append((len(self.exact), t)) or original(self, t, *a))
+    g = torch.Generator().manual_seed(1)
+    base = 100.0 + 0.01 * torch.randn(2, 1, 9, 9, generator=g)
+    cancelling = torch.cat([base + 0.01 * torch.randn(2, 1, 9, 9, generator=g) for _ in range(4)], 1)
+    inputs = [_map(2, 4, 9, 9, shift=1.5), _map(2, 4, 9, 9, seed=3), cancelling.contiguous(memory_format=CL)]
+    kernels = [torch.randn(4, 4, 1, 1, generator=g), torch.randn(4, 4, 1, 1, generator=g),
+               torch.tensor([[1.0, -1.0, 0, 0], [0, 0, 1.0, -1.0], [1.0, 0, 0, 0], [0, 1.0, 0, 0]]).view(4, 4, 1, 1)]
+    depthwise = [nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False), None,
+                 nn.Conv2d(4, 4, 5, padding=2, groups=4, bias=False)]
+    for relu in (True, False):
+        results = []
+        for batched in (True, False):
+            zs = [z.clone().requires_grad_() for z in inputs]
+            ws = [k.clone().requires_grad_() for k in kernels]
+            dws = copy.deepcopy(depthwise)
+            norms = [_bn(4, affine=t == 1, seed=t) for t in range(3)]
+            terms = list(zip(zs, ws, norms, dws))
+            outs = (kernel_module.pointwise_bns(terms, relu=relu) if batched else
+                    [pointwise_bn(z, w, n, relu=relu, depthwise=d) for z, w, n, d in terms])
+            params = [*zs, *ws, *(p for m in (*norms, *dws) if m is not None for p in m.parameters())]
+            loss = sum((o * torch.randn(o.shape, generator=torch.Generator().manual_seed(t))).sum()
+                       for t, o in enumerate(outs))
+            results.append((outs, torch.autograd.grad(loss, params),
+                            [(n.running_mean.clone(), n.running_var.clone()) for n in norms]))
+        (outs, grads, stats), (ref_outs, ref_grads, ref_stats) = results
+        for a, b in zip(outs, ref_outs):
+            torch.testing.assert_close(a, b)
+        for i, (a, b) in enumerate(zip(grads, ref_grads)):
+            torch.testing.assert_close(a, b, msg=f"grad {i}")
+        for (m, v), (rm, rv) in zip(stats, ref_stats):
+            torch.testing.assert_close(m, rm)
+            torch.testing.assert_close(v, rv)
+    # only the third term took the two-pass path, batched (3 terms) and alone, with and without ReLU
+    assert exact_calls == [(3, 2), (1, 0)] * 2
+    assert kernel_module.pointwise_bns([]) == ()
+
+
 def _reference_node(conv_terms: list[ConvTerm], plain: list[tuple[torch.Tensor, torch.Tensor]],
                     norms: list[nn.Module], batch: int) -> torch.Tensor:
     out = 0
