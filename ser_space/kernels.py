@@ -11,11 +11,12 @@ functions compute the same values with fewer passes and keep less:
     several times faster) and the input gradient at stride 1 as a forward convolution
     with the flipped kernel (oneDNN's depthwise forward kernel is faster than its
     backward-data one), and keeps ``x`` only when the weight needs a gradient.
-:func:`pointwise_bn`
+:func:`pointwise_bn`, :func:`pointwise_bns`
     ``[depthwise](ReLU?(BN(conv1x1(z, w))))`` in training mode: batch statistics from the
     moments of ``z`` (below), so the 1x1 convolution writes the normalised output in one
     call; with a following depthwise convolution its input is recomputed in the backward
-    pass instead of kept.
+    pass instead of kept. ``pointwise_bns`` takes several such terms of one map size (a
+    node's separable convolutions) and batches their small algebra.
 :func:`mixed_sum`
     A DARTS node, ``sum_t w_t BN_t(conv1x1(z_t, W_t)) + sum_u w_u T_u``: each candidate
     that ends in ``1x1 conv -> BN`` is one convolution whose kernel carries its
