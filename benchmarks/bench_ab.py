@@ -23,7 +23,7 @@ Toggles (A is the default of the code, B the alternative):
     convolution (A) against ``nn.AvgPool2d`` (B).
 ``batched-middles``
     the separable convolutions' middles of a node through one ``kernels.pointwise_bns``
-    (A) against one ``pointwise_bn`` per candidate (B).
+    (A) against one call per candidate (B).
 
     python benchmarks/bench_ab.py --toggle input-grad-by-forward --rounds 10
     python benchmarks/bench_ab.py --toggle fused --rounds 6
@@ -51,7 +51,14 @@ def _set_input_grad_by_forward(value: bool) -> None:
     kernels.INPUT_GRAD_BY_FORWARD = value
 
 
-_SUBGRIDS: list[Any] = []
+_ORIGINALS: dict[tuple[int, str], Any] = {}
+
+
+def _swap(owners: tuple[Any, ...], name: str, alternative: Any, value: bool) -> None:
+    """``owner.name`` on every owner: its original (``value`` True, A) or ``alternative`` (B)."""
+    for owner in owners:
+        original = _ORIGINALS.setdefault((id(owner), name), getattr(owner, name))
+        setattr(owner, name, original if value else alternative)
 
 
 def _sliced_subgrids(x: Any, offsets: Any, step: int = 2) -> tuple[Any, ...]:
@@ -64,13 +71,8 @@ def _sliced_subgrids(x: Any, offsets: Any, step: int = 2) -> tuple[Any, ...]:
 def _set_subgrids(value: bool) -> None:
     from ser_space import kernels, ops
 
-    if not _SUBGRIDS:
-        _SUBGRIDS.append(kernels.subgrids)
     # ops binds the name at import; cells looks it up in kernels at each call
-    kernels.subgrids = ops.subgrids = _SUBGRIDS[0] if value else _sliced_subgrids
-
-
-_AVG_POOL: list[Any] = []
+    _swap((kernels, ops), "subgrids", _sliced_subgrids, value)
 
 
 def _set_avg_pool_by_convolution(value: bool) -> None:
@@ -78,21 +80,21 @@ def _set_avg_pool_by_convolution(value: bool) -> None:
 
     from ser_space import ops
 
-    if not _AVG_POOL:
-        _AVG_POOL.append(ops.AvgPool2d.forward)
-    ops.AvgPool2d.forward = _AVG_POOL[0] if value else nn.AvgPool2d.forward
+    _swap((ops.AvgPool2d,), "forward", nn.AvgPool2d.forward, value)
 
 
-_MIDDLES: list[Any] = []
+def _per_term_pointwise_bns(terms: Any, relu: bool = False) -> tuple[Any, ...]:
+    from ser_space import kernels
+
+    batched = _ORIGINALS[(id(kernels), "pointwise_bns")]
+    return tuple(batched([term], relu)[0] for term in terms)
 
 
 def _set_batched_middles(value: bool) -> None:
-    from ser_space import cells
+    from ser_space import kernels
 
-    if not _MIDDLES:
-        _MIDDLES.append(cells._separable_middles)
-    # with no middles given, each separable candidate evaluates its own (cells._conv_term)
-    cells._separable_middles = _MIDDLES[0] if value else (lambda candidates, shared: {})
+    # cells looks pointwise_bns up in kernels at each node
+    _swap((kernels,), "pointwise_bns", _per_term_pointwise_bns, value)
 
 
 TOGGLES: dict[str, Any] = {"fused": set_fused, "input-grad-by-forward": _set_input_grad_by_forward,

@@ -509,19 +509,17 @@ def _conv_term(op: nn.Module, j: int, weight: torch.Tensor, shared: _SharedInput
                middle: torch.Tensor | None = None) -> Any:
     """The candidate as a :class:`~ser_space.kernels.ConvTerm` (its inner ops evaluated), or None.
 
-    ``middle``: a separable convolution's input to its last 1x1 convolution, from
-    :func:`_separable_middles` (computed here when None).
+    ``middle``: for a separable convolution, its input to its last 1x1 convolution, from
+    :func:`_separable_middles`.
     """
-    from .kernels import ConvTerm, depthwise_conv, pointwise_bn
+    from .kernels import ConvTerm, depthwise_conv
 
     if _closing_norm(op) is None:
         return None
     if isinstance(op, SepConv):
-        first, second = op[0], op[1]
         if middle is None:
-            z = _depthwise(first[1], shared.relu(j), depthwise_conv)
-            middle = pointwise_bn(z, first[2].weight, first[3], relu=True, depthwise=second[1])
-        return ConvTerm(weight, middle, second[2].weight, second[3])
+            raise ValueError("a separable convolution's term takes its middle from _separable_middles")
+        return ConvTerm(weight, middle, op[1][2].weight, op[1][3])
     if isinstance(op, DilConv):
         dw = op[1]
         x = shared.relu(j)

@@ -213,11 +213,10 @@ def test_bench_ab_toggles_switch_the_setting() -> None:
         assert grad.is_contiguous(memory_format=torch.channels_last) is value
         assert kernels.subgrids is ops.subgrids
         assert (type(pool(x).grad_fn).__name__ == "MulBackward0") is value   # the convolution, scaled
-    from ser_space import cells
-
+    batched = kernels.pointwise_bns
     for value in (False, True):
         TOGGLES["batched-middles"](value)
-        assert (cells._separable_middles([], None) == {}) and (cells._separable_middles.__name__ == "<lambda>") is not value
+        assert (kernels.pointwise_bns is batched) is value     # B: one pointwise_bns call per term
 
 
 def test_write_results_replaces_whole_files_and_names_an_unwritable_folder(tmp_path: Path) -> None:
