@@ -276,14 +276,12 @@ class AvgPool2d(nn.AvgPool2d):
     """
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        square = {_square(v) for v in (self.kernel_size, self.stride, self.padding)}
-        if (None in square or self.ceil_mode or self.divisor_override is not None or input.dim() != 4
+        kernel, stride, padding = (_square(v) for v in (self.kernel_size, self.stride, self.padding))
+        if (None in (kernel, stride, padding) or self.ceil_mode or self.divisor_override is not None
                 or input.device.type != "cpu" or input.dtype not in (torch.float32, torch.float64)
-                or not is_channels_last(input)
-                or torch.is_autocast_enabled("cpu")):
+                or not is_channels_last(input) or torch.is_autocast_enabled("cpu")):
             return super().forward(input)
-        return avg_pool(input, _square(self.kernel_size), _square(self.stride), _square(self.padding),
-                        self.count_include_pad)
+        return avg_pool(input, kernel, stride, padding, self.count_include_pad)
 
 
 def _square(value: int | tuple[int, ...]) -> int | None:
