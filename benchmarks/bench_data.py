@@ -128,7 +128,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("TQDM_DISABLE", "1")
 
-    result = measure(args)
+    from strategies.data.errors import DataError
+
+    try:
+        result = measure(args)
+    except DataError as error:   # a corpus that cannot be read: the loader's one line, as the CLI gives it
+        raise SystemExit(f"bench_data: {error}") from None
     print(f"{result['dataset']} ({result['root'] or 'embedded'}), features {result['features']} "
           f"{'x'.join(map(str, result['feature_shape']))}")
     _common.print_table(result["extraction"], ["workers", "utterances", "seconds", "ms_per_utterance"])

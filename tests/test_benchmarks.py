@@ -156,6 +156,17 @@ def test_bench_data_smoke(tmp_path: Path) -> None:
     assert all(row["batch_ms"] > 0 and row["epoch_ms"] >= row["batch_ms"] for row in result["batches"])
 
 
+def test_bench_data_names_an_unreadable_corpus_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "corpus" / "wav").mkdir(parents=True)
+    (tmp_path / "corpus" / "wav" / "03a01Fa.wav").write_text("not audio")
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_data.py"), "--root", str(tmp_path / "corpus"),
+                           "--workers", "1", "--out-dir", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=str(REPO), timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "03a01Fa.wav: unreadable audio" in proc.stderr and not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("flag", ["--workers", "--batch-sizes"])
 def test_bench_data_refuses_bad_counts(tmp_path: Path, flag: str) -> None:
     proc = subprocess.run([sys.executable, str(BENCH / "bench_data.py"), flag, "0,x", "--out-dir", str(tmp_path)],
