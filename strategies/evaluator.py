@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from nni.nas.evaluator.pytorch import DataLoader, Lightning, LightningModule, Trainer
 from torch import nn
 
+from .augment import Augmentation
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -44,13 +46,20 @@ class TrainConfig:
 
     max_epochs: int = 50  # training epochs
     batch_size: int = 16  # utterances per mini-batch
-    optimizer: Literal["sgd", "adam"] = "sgd"  # weight optimizer
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"  # weight optimizer (adamw: decoupled weight decay)
     learning_rate: float = 0.025  # initial weight learning rate
     learning_rate_min: float = 0.001  # cosine schedule floor, reached at the last epoch
     momentum: float = 0.9  # SGD momentum (ignored by Adam)
     weight_decay: float = 3e-4  # L2 penalty on the weights
     gradient_clip: float | None = 5.0  # max gradient norm; None disables clipping
     class_weighted: bool = False  # cross-entropy weighted by inverse class frequency of the training split
+    label_smoothing: float = 0.0  # cross-entropy label smoothing while training (validation loss stays plain)
+    time_shift: float = 0.0  # augmentation: roll each utterance along time by up to this fraction of its frames
+    freq_masks: int = 0  # augmentation: SpecAugment frequency masks per utterance
+    freq_mask_width: int = 8  # augmentation: widest frequency mask, in coefficients
+    time_masks: int = 0  # augmentation: SpecAugment time masks per utterance
+    time_mask_width: int = 20  # augmentation: widest time mask, in frames
+    mixup_alpha: float = 0.0  # augmentation: mixup weight ~ Beta(alpha, alpha); 0 = off
     drop_path_prob: float = 0.0  # final drop-path probability, ramped from 0 over training (retraining)
     model_selection: Literal["best", "last"] = "best"  # keep the epoch with the best validation UA, or the last
     accelerator: str = "auto"  # Lightning accelerator: auto, cpu, gpu, ...
@@ -67,8 +76,11 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.learning_rate <= 0 or self.learning_rate_min < 0:
             raise ValueError("learning rates must be positive")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.optimizer not in ("sgd", "adam", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd', 'adam' or 'adamw', got {self.optimizer!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        Augmentation.from_config(self)  # checks the augmentation fields
         if self.model_selection not in ("best", "last"):
             raise ValueError(f"model_selection must be 'best' or 'last', got {self.model_selection!r}")
         if not 0.0 <= self.drop_path_prob < 1.0:
@@ -178,7 +190,8 @@ class SERModule(LightningModule):
     def __init__(self, num_classes: int, class_weights: Sequence[float] | None = None,
                  optimizer: str = "sgd", learning_rate: float = 0.025, learning_rate_min: float = 0.001,
                  momentum: float = 0.9, weight_decay: float = 3e-4, max_epochs: int = 50,
-                 drop_path_prob: float = 0.0, model_selection: str = "best") -> None:
+                 drop_path_prob: float = 0.0, model_selection: str = "best", label_smoothing: float = 0.0,
+                 augmentation: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.num_classes = int(num_classes)
         self.optimizer_name = optimizer
@@ -189,6 +202,8 @@ class SERModule(LightningModule):
         self.max_epochs = int(max_epochs)
         self.drop_path_prob = float(drop_path_prob)
         self.model_selection = model_selection
+        self.label_smoothing = float(label_smoothing)
+        self.augmentation = Augmentation(**(augmentation or {}))
         weights = None if class_weights is None else torch.tensor(list(class_weights), dtype=torch.float32)
         self.register_buffer("class_weight", weights, persistent=False)
         self.history: list[dict[str, Any]] = []  # one entry per validation epoch
@@ -204,16 +219,17 @@ class SERModule(LightningModule):
                    learning_rate=config.learning_rate, learning_rate_min=config.learning_rate_min,
                    momentum=config.momentum, weight_decay=config.weight_decay,
                    max_epochs=config.max_epochs, drop_path_prob=config.drop_path_prob,
-                   model_selection=config.model_selection)
+                   model_selection=config.model_selection, label_smoothing=config.label_smoothing,
+                   augmentation=asdict(Augmentation.from_config(config)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
         weight = self.class_weight
         if weight is not None:
             weight = weight.to(logits.device)
-        return F.cross_entropy(logits.float(), targets, weight=weight)
+        return F.cross_entropy(logits.float(), targets, weight=weight, label_smoothing=label_smoothing)
 
     # -- training
     def on_train_epoch_start(self) -> None:
@@ -228,7 +244,14 @@ class SERModule(LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        return self.loss(self(x), y)
+        # augmented on the fly (strategies.augment); DARTS's architecture steps come here too,
+        # so alphas see the same kind of batches as the weights
+        mixed = self.augmentation(x, y)
+        logits = self(mixed.x)
+        loss = self.loss(logits, mixed.y_a, self.label_smoothing)
+        if mixed.weight < 1.0:
+            loss = mixed.weight * loss + (1.0 - mixed.weight) * self.loss(logits, mixed.y_b, self.label_smoothing)
+        return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # Recorded here, not in training_step: DARTS also calls training_step for its
@@ -303,6 +326,8 @@ class SERModule(LightningModule):
         if self.optimizer_name == "adam":
             optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=self.learning_rate,
                                                                 weight_decay=self.weight_decay)
+        elif self.optimizer_name == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
         else:
             optimizer = torch.optim.SGD(params, lr=self.learning_rate, momentum=self.momentum,
                                         weight_decay=self.weight_decay)
