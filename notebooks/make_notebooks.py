@@ -191,8 +191,9 @@ COMPARE = [
 
 `strategies.compare.run_compare` runs every strategy x seed x fold with the same search budget
 (one-shot: `epochs` supernet epochs; multi-trial: `round(2 * epochs / trial_epochs)` trials),
-retrains every found architecture with the same settings, adds a hand-designed CNN-LSTM as a
-baseline row, and writes a report computed from the run folders.
+retrains every found architecture with the same settings, adds a hand-designed CNN-LSTM and a
+reference baseline (MFCC statistics + logistic regression, `strategies.reference`) as rows, and
+writes a report computed from the run folders.
 """),
     ("code", """
 # Settings: tiny so this runs in minutes on a CPU -- raise these for real results
@@ -217,7 +218,7 @@ from ser_space import SpaceConfig
 from strategies.compare import CompareConfig, run_compare
 
 config = CompareConfig(strategies=STRATEGIES, seeds=SEEDS, folds=FOLDS, baseline="cnn_lstm",
-                       epochs=EPOCHS, trial_epochs=TRIAL_EPOCHS, space=SpaceConfig.tiny(),
+                       references=("mfcc_stats",), epochs=EPOCHS, trial_epochs=TRIAL_EPOCHS, space=SpaceConfig.tiny(),
                        retrain=CompareConfig().retrain.replace(max_epochs=RETRAIN_EPOCHS))
 compare_dir, report = run_compare(config, output_dir="runs", progress=False)
 print("comparison folder:", compare_dir)

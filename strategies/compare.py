@@ -56,6 +56,7 @@ from .baselines import BASELINES
 from .data.prepare import DataConfig, PreparedData, prepare_data
 from .evaluator import TrainConfig
 from .pipeline import RunConfig, adapt_space, run_fold, summarize_folds
+from .reference import is_reference, parse_reference
 from .registry import get_strategy
 from .runs import RunError, atomic_write, new_run_dir, package_versions, read_json, write_json
 from .search import SearchConfig, equal_budget
@@ -76,6 +77,16 @@ def _default_retrain() -> TrainConfig:
     return RunConfig().retrain.replace(max_epochs=15)
 
 
+def default_references() -> tuple[str, ...]:
+    """The reference baselines a comparison adds by default: ``mfcc_stats``, and the openSMILE
+    sets ``egemaps`` and ``compare2016`` where the ``opensmile`` extra is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("opensmile") is None:
+        return ("mfcc_stats",)
+    return ("mfcc_stats", "egemaps", "compare2016")
+
+
 @dataclass(frozen=True)
 class CompareConfig:
     """A comparison of NAS strategies; written to ``compare.json`` of the comparison folder.
@@ -87,6 +98,7 @@ class CompareConfig:
     seeds: tuple[int, ...] | int = (0,)  # search and retraining seeds (a count n means 0..n-1)
     folds: tuple[int, ...] | None = (0,)  # fold indices; None = every fold of the corpus
     baseline: str | None = "cnn_lstm"  # hand-designed architecture added as a row; None = none
+    references: tuple[str, ...] = field(default_factory=default_references)  # reference baselines added as rows (strategies.reference)
     epochs: int = 5  # search budget: one-shot supernet epochs (multi-trial: equal_budget of it)
     trial_epochs: int = 2  # multi-trial: epochs per trial (trials = round(2 * epochs / trial_epochs))
     data: DataConfig = field(default_factory=DataConfig)  # corpus, folds, features
@@ -106,8 +118,14 @@ class CompareConfig:
             raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
         object.__setattr__(self, "seeds", seeds)
         strategies = tuple(self.strategies)
-        if not strategies and not self.baseline:
-            raise ValueError("nothing to compare: no strategy and no baseline")
+        references = tuple(self.references)
+        for name in references:
+            parse_reference(name)  # a clear error for an unknown name
+        if len(set(references)) != len(references):
+            raise ValueError(f"references must be distinct, got {references}")
+        object.__setattr__(self, "references", references)
+        if not strategies and not self.baseline and not references:
+            raise ValueError("nothing to compare: no strategy, no baseline and no reference")
         if len(set(strategies)) != len(strategies):
             raise ValueError(f"strategies must be distinct, got {strategies}")
         for name in strategies:
@@ -127,6 +145,7 @@ class CompareConfig:
             "seeds": list(self.seeds),  # type: ignore[arg-type]
             "folds": None if self.folds is None else list(self.folds),
             "baseline": self.baseline,
+            "references": list(self.references),
             "epochs": self.epochs,
             "trial_epochs": self.trial_epochs,
             "data": self.data.to_dict(),
@@ -151,6 +170,7 @@ class CompareConfig:
             seeds=tuple(int(s) for s in data["seeds"]),
             folds=None if folds is None else tuple(int(f) for f in folds),
             baseline=data.get("baseline"),
+            references=tuple(data.get("references", ())),  # comparisons written before references: none
             epochs=int(data["epochs"]),
             trial_epochs=int(data["trial_epochs"]),
             data=DataConfig.from_dict(data["data"]),
@@ -180,8 +200,9 @@ class CompareConfig:
 
     @property
     def methods(self) -> tuple[str, ...]:
-        """Row names of the table: the strategies, then ``baseline-<name>``."""
-        return self.strategies + ((f"baseline-{self.baseline}",) if self.baseline else ())
+        """Row names of the table: the strategies, ``baseline-<name>``, then ``baseline-<reference>``."""
+        return (self.strategies + ((f"baseline-{self.baseline}",) if self.baseline else ())
+                + tuple(f"baseline-{name}" for name in self.references))
 
 
 @dataclass(frozen=True)
@@ -335,7 +356,7 @@ _RESULT_COLUMNS = ("method", "kind", "seed", "fold", "test_ua", "test_wa", "test
 
 def _kind(method: str) -> str:
     if method.startswith("baseline-"):
-        return "hand-designed"
+        return "reference" if is_reference(method[len("baseline-"):]) else "hand-designed"
     try:
         return "one-shot" if get_strategy(method).kind == "oneshot" else "multi-trial"
     except ValueError:
@@ -578,7 +599,12 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="multi-trial: training epochs per trial")
     parser.add_argument("--baseline", default=defaults.baseline,
                         help=f"hand-designed baseline row ({', '.join(BASELINES)}) or 'none'")
-    parser.add_argument("--space", default="tiny", choices=SPACE_PRESETS, help="search space preset")
+    parser.add_argument("--references", default="default",
+                        help="reference baseline rows, comma separated (mfcc_stats, egemaps, compare2016, each "
+                             "optionally :logreg or :svm), 'none', or 'default' (mfcc_stats, plus the openSMILE "
+                             "sets where the opensmile extra is installed)")
+    parser.add_argument("--space", default=None, choices=SPACE_PRESETS,
+                        help="search space preset (default: tiny on the synthetic corpus, small on real speech)")
     parser.add_argument("--output", default="runs", help="where the comparison folder is created")
     parser.add_argument("--resume", default=None, metavar="COMPARE_DIR",
                         help="finish an interrupted comparison: skip finished runs, run the rest "
@@ -610,12 +636,22 @@ def compare_config_from_args(args: argparse.Namespace) -> CompareConfig:
     from .cli import _data_config, _folds, _space_preset
     from .cli_fields import config_from_flags
 
+    from .recipes import recipe_for
+
     defaults = CompareConfig()
+    if args.dataset != "synthetic":
+        # real speech: the real-speech recipe's space and training (strategies.recipes)
+        recipe = recipe_for(args.dataset)
+        defaults = defaults.replace(space=recipe.space, search_train=recipe.search_train, retrain=recipe.retrain)
     baseline = None if str(args.baseline).lower() in ("none", "") else args.baseline
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
+    text = str(args.references).strip().lower()
+    references = defaults.references if text == "default" else () if text in ("none", "") else \
+        tuple(r.strip() for r in args.references.split(",") if r.strip())
     return CompareConfig(strategies=strategies, seeds=_parse_seeds(args.seeds), folds=_folds(args.folds),
-                         baseline=baseline, epochs=args.epochs, trial_epochs=args.trial_epochs,
-                         data=_data_config(args), space=_space_preset(args.space),
+                         baseline=baseline, references=references, epochs=args.epochs,
+                         trial_epochs=args.trial_epochs, data=_data_config(args),
+                         space=_space_preset(args.space) if args.space else defaults.space,
                          search_train=config_from_flags(defaults.search_train, args, prefix="search_train_"),
                          retrain=config_from_flags(defaults.retrain, args, prefix="retrain_"))
 

@@ -18,6 +18,7 @@ from .data.prepare import prepare_data
 from .evaluator import evaluate_model
 from .pipeline import RunConfig
 from .predict import Predictor
+from .reference import is_reference
 from .runs import RunError, load_model_bundle, read_json
 
 __all__ = ["evaluate_run"]
@@ -29,6 +30,9 @@ def evaluate_run(run: str | Path, data_dir: str | Path | None = None) -> list[di
     if not run.is_dir():
         raise RunError(f"{run}: no such run folder")
     config = RunConfig.from_dict(read_json(run / "config.json"))
+    if is_reference(config.baseline):
+        raise RunError(f"{run}: a reference baseline ({config.baseline}) keeps no network to score again; "
+                       f"its test figures are in fold-*/metrics.json")
     fold_dirs = sorted((p for p in run.glob("fold-*") if (p / "metrics.json").is_file()),
                        key=lambda p: int(p.name.split("-")[1]))
     if not fold_dirs:

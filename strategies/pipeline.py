@@ -40,13 +40,14 @@ from ser_space import (SpaceConfig, build_model, count_parameters, draw_cells, e
                        load_architecture, save_architecture)
 
 from . import compat
-from .baselines import hand_designed_architecture
+from .baselines import BASELINES, hand_designed_architecture
 from .data.dataset import FeatureDataset
 from .data.features import Normalizer
 from .data.folds import Fold
 from .data.prepare import DataConfig, PreparedData, prepare_data
 from .evaluator import SERModule, TrainConfig, evaluate_model, make_lightning
 from .plots import plot_confusion, plot_history
+from .reference import REFERENCE_BASELINES, fit_reference, is_reference, parse_reference, reference_features
 from .runs import RunError, atomic_write, new_run_dir, package_versions, read_json, save_model_bundle, write_json
 from .search import SearchConfig, SearchResult, run_search
 
@@ -70,8 +71,16 @@ class RunConfig:
         max_epochs=30, batch_size=32, optimizer="adam", learning_rate=3e-3, learning_rate_min=1e-5,
         class_weighted=True))  # retraining
     folds: tuple[int, ...] | None = (0,)  # fold indices to run; None = every fold
-    baseline: str | None = None  # a hand-designed architecture name instead of a search (see strategies.baselines)
+    baseline: str | None = None  # instead of a search: a hand-designed architecture (strategies.baselines) or a reference baseline (strategies.reference)
     architecture: str | None = None  # an architecture file to retrain instead of a search
+
+    def __post_init__(self) -> None:
+        if self.baseline is not None:
+            if is_reference(self.baseline):
+                parse_reference(self.baseline)
+            elif self.baseline not in BASELINES:
+                raise RunError(f"unknown baseline {self.baseline!r}; hand-designed: {', '.join(BASELINES)}; "
+                               f"reference: {', '.join(REFERENCE_BASELINES)} (optionally :logreg or :svm)")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -216,6 +225,9 @@ def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold
     work.mkdir(parents=True)
     logger.info("fold %d (%s): train %d, val %d, test %d utterances; test speakers %s",
                 fold.index, fold.name, len(fold.train), len(fold.val), len(fold.test), ", ".join(fold.test_speakers))
+    if is_reference(config.baseline):
+        metrics = run_reference_fold(config, prepared, fold, work)
+        return _finish_fold(work, final, metrics)
     datasets, normalizer = fold_datasets(prepared, fold)
 
     started = time.perf_counter()
@@ -282,13 +294,50 @@ def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold
         "search_seconds": search_seconds,
         "retrain_seconds": retrain_seconds,
     }
+    return _finish_fold(work, final, metrics)
+
+
+def _finish_fold(work: Path, final: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     write_json(work / "metrics.json", metrics)  # written last: a fold folder with it is complete
     if final.exists():
         shutil.rmtree(final)
     work.rename(final)
     logger.info("fold %d: test UA %.4f  WA %.4f  F1 %.4f  (%d parameters; search %.0f s, retrain %.0f s)",
-                fold.index, test["ua"], test["wa"], test["f1"], parameters, search_seconds, retrain_seconds)
+                metrics["fold"], metrics["test_ua"], metrics["test_wa"], metrics["test_f1"], metrics["parameters"],
+                metrics["search_seconds"], metrics["retrain_seconds"])
     return metrics
+
+
+def run_reference_fold(config: RunConfig, prepared: PreparedData, fold: Fold, work: Path) -> dict[str, Any]:
+    """A reference baseline (strategies.reference) on one fold: features, C on val, test once.
+
+    ``search_seconds`` is the feature extraction (cached: near 0 after the first fold),
+    ``retrain_seconds`` the choice of C and the fit; ``parameters`` the classifier's weights.
+    """
+    baseline = parse_reference(config.baseline or "")
+    data_dir = prepared.folder.parent.parent
+    started = time.perf_counter()
+    features = reference_features(prepared.manifest, baseline.features, data_dir, progress=True)
+    search_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    rows = {part: prepared.rows(getattr(fold, part)) for part in ("train", "val", "test")}
+    result = fit_reference(baseline, features, prepared.labels, rows, len(prepared.classes), seed=config.retrain.seed)
+    retrain_seconds = time.perf_counter() - started
+    classes = len(prepared.classes)
+    parameters = int(features.shape[1] * classes + classes)
+    write_json(work / "reference.json", {"baseline": baseline.name, "features": baseline.features,
+                                         "classifier": baseline.classifier, "dimensions": result["dimensions"],
+                                         "c": result["c"], "val_ua_by_c": result["val_ua_by_c"]})
+    _picture(plot_confusion, np.asarray(result["confusion_matrix"]), list(prepared.classes), work / "confusion.png",
+             title=f"{config.method}, fold {fold.index}: UA {result['ua']:.3f}")
+    return {
+        "fold": fold.index, "fold_name": fold.name, "test_speakers": list(fold.test_speakers),
+        "val_speakers": list(fold.val_speakers), "method": config.method,
+        "test_ua": result["ua"], "test_wa": result["wa"], "test_f1": result["f1"], "test_loss": None,
+        "test_utterances": int(len(rows["test"])), "confusion_matrix": result["confusion_matrix"],
+        "classes": list(prepared.classes), "val_ua": result["val_ua"], "val_wa": None, "selected_epoch": None,
+        "parameters": parameters, "search_seconds": search_seconds, "retrain_seconds": retrain_seconds,
+    }
 
 
 def _picture(draw: Any, *args: Any, **kwargs: Any) -> None:

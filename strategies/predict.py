@@ -34,6 +34,8 @@ def find_model(path: str | Path, fold: int | None = None) -> Path:
     candidates = sorted(path.glob("fold-*/model.pt"), key=lambda p: int(p.parent.name.split("-")[1]))
     if fold is not None:
         candidates = [p for p in candidates if p.parent.name == f"fold-{fold}"]
+    if not candidates and any(path.glob("fold-*/reference.json")):
+        raise RunError(f"{path}: a reference baseline run keeps no network to predict with")
     if not candidates:
         raise RunError(f"{path}: no finished fold with a model.pt" + (f" for fold {fold}" if fold is not None else ""))
     return candidates[0]

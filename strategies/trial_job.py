@@ -182,9 +182,12 @@ def _run_replay(job: dict[str, Any]) -> dict[str, Any]:
     folder = Path(job["fold_dir"])
     metrics = read_json(folder / "metrics.json")
     history_path = folder / "retrain.csv"
-    if not history_path.is_file():
+    if (folder / "reference.json").is_file():
+        history = []  # a reference baseline (strategies.reference) has no training curve, only its figures
+    elif not history_path.is_file():
         raise RunError(f"{history_path}: no such file")
-    history = pd.read_csv(history_path).to_dict(orient="records")
+    else:
+        history = pd.read_csv(history_path).to_dict(orient="records")
     if _reporter is not None:
         for sequence, entry in enumerate(history):
             _reporter.send("PERIODICAL", {"default": float(entry["val_ua"]), "val_wa": float(entry["val_wa"]),

@@ -18,8 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import miniature
 from strategies import compare
-from strategies.compare import CompareConfig, add_compare_parser, build_report, compare_config_from_args
+from strategies.compare import (CompareConfig, add_compare_parser, build_report, compare_config_from_args,
+                                default_references)
+from strategies.recipes import REAL_SPEECH
 from strategies.runs import read_json, write_json
 from strategies.search import equal_budget
 
@@ -74,7 +77,7 @@ def test_config_round_trip() -> None:
 def test_cli_flags_build_the_config() -> None:
     args = _parser().parse_args(["compare", "--strategies", "darts,random", "--seeds", "2", "--folds", "0,1",
                                  "--epochs", "3", "--trial-epochs", "1", "--baseline", "none",
-                                 "--retrain-max-epochs", "4"])
+                                 "--references", "none", "--retrain-max-epochs", "4"])
     config = compare_config_from_args(args)
     assert config.strategies == ("darts", "random")
     assert config.seeds == (0, 1)
@@ -84,11 +87,27 @@ def test_cli_flags_build_the_config() -> None:
     args = _parser().parse_args(["compare", "--seeds", "4,9", "--folds", "all"])
     config = compare_config_from_args(args)
     assert config.seeds == (4, 9) and config.folds is None and config.baseline == "cnn_lstm"
+    assert config.references == default_references() and config.references[0] == "mfcc_stats"
+    assert config.methods[-len(config.references):] == tuple(f"baseline-{r}" for r in config.references)
+    args = _parser().parse_args(["compare", "--references", "egemaps:logreg,mfcc_stats"])
+    assert compare_config_from_args(args).references == ("egemaps:logreg", "mfcc_stats")
+    with pytest.raises(ValueError, match="unknown reference baseline"):
+        compare_config_from_args(_parser().parse_args(["compare", "--references", "wav2vec"]))
+
+
+def test_real_speech_comparisons_take_the_real_speech_recipe(tmp_path: Path) -> None:
+    mini = miniature.make_corpus("emodb", tmp_path / "emodb")
+    config = compare_config_from_args(_parser().parse_args(
+        ["compare", "--dataset", "emodb", "--root", str(mini.root)]))
+    assert config.space == REAL_SPEECH.space and config.retrain == REAL_SPEECH.retrain
+    assert config.data.features.kind == "logmel"
+    # the window follows the corpus: the miniature's clips are 0.1-0.3 s, so the shortest window
+    assert config.data.features.clip_seconds == 1.0
 
 
 def _fake_comparison(folder: Path, rng: np.random.Generator) -> CompareConfig:
     """A comparison folder with hand-written metrics (no training): 2 methods x 2 seeds x 2 folds."""
-    config = CompareConfig(strategies=("darts",), seeds=(0, 1), folds=(0, 1), baseline="cnn_lstm")
+    config = CompareConfig(strategies=("darts",), seeds=(0, 1), folds=(0, 1), baseline="cnn_lstm", references=())
     write_json(folder / "compare.json", config.to_dict())
     for method in config.methods:
         for seed in config.seeds:
@@ -156,7 +175,8 @@ def test_report_is_recomputed_from_run_folders(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- slow, end to end
 
 TINY_FLAGS = ["--strategies", "darts,random", "--seeds", "1", "--folds", "0", "--epochs", "1", "--trial-epochs", "1",
-              "--baseline", "cnn_lstm", "--space", "tiny", "--retrain-max-epochs", "1", "--quiet"]
+              "--baseline", "cnn_lstm", "--references", "mfcc_stats", "--space", "tiny", "--retrain-max-epochs", "1",
+              "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -176,11 +196,11 @@ def test_compare_command_completes_and_reports(tiny_comparison: tuple[Path, str]
     for name in ("compare.json", "versions.json", "results.csv", "table.csv", "table.md", "report.json",
                  "ua_vs_cost.png", "validation_curves.png", "cells_darts.png", "cells_random.png"):
         assert (compare_dir / name).is_file(), name
-    for run in ("darts-seed0", "random-seed0", "baseline-cnn_lstm-seed0"):
+    for run in ("darts-seed0", "random-seed0", "baseline-cnn_lstm-seed0", "baseline-mfcc_stats-seed0"):
         assert (compare_dir / run / "fold-0" / "metrics.json").is_file(), run
         assert (compare_dir / run / "summary.json").is_file(), run
     results = pd.read_csv(compare_dir / "results.csv")
-    assert list(results["method"]) == ["darts", "random", "baseline-cnn_lstm"]
+    assert list(results["method"]) == ["darts", "random", "baseline-cnn_lstm", "baseline-mfcc_stats"]
     assert results["test_ua"].between(0, 1).all() and results["test_wa"].between(0, 1).all()
     assert (results["parameters"] > 0).all()
     # equal budgets: 1 one-shot epoch = 2 trials of 1 epoch; the baseline does not search
@@ -190,6 +210,8 @@ def test_compare_command_completes_and_reports(tiny_comparison: tuple[Path, str]
     assert not (compare_dir / "baseline-cnn_lstm-seed0" / "fold-0" / "search.json").exists()
     _check_table_against_run_folders(compare_dir)
     assert "| darts | one-shot |" in printed and "| baseline-cnn_lstm | hand-designed |" in printed
+    assert "| baseline-mfcc_stats | reference | no search |" in printed
+    assert (compare_dir / "baseline-mfcc_stats-seed0" / "fold-0" / "reference.json").is_file()
 
 
 @pytest.mark.slow
@@ -200,7 +222,7 @@ def test_resume_redoes_only_the_missing_run(tiny_comparison: tuple[Path, str], t
     shutil.copytree(source, compare_dir)
     shutil.rmtree(compare_dir / "baseline-cnn_lstm-seed0" / "fold-0")
     kept = {p: p.stat().st_mtime_ns for p in compare_dir.glob("*-seed*/fold-*/metrics.json")}
-    assert len(kept) == 2
+    assert len(kept) == 3
 
     calls = []
     real_run_fold = compare.run_fold
