@@ -9,6 +9,7 @@ otherwise. Flags of the configs are generated from their dataclass fields
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -21,7 +22,7 @@ from .cli_fields import add_config_flags, config_from_flags
 logger = logging.getLogger("strategies.cli")
 
 SPACE_PRESETS = ("tiny", "small", "paper")
-FEATURE_PRESETS = ("small", "default", "compat")
+FEATURE_PRESETS = ("small", "speech", "default", "compat")
 
 
 class _NotFromNNI(logging.Filter):
@@ -53,19 +54,13 @@ def _configure_logging(verbose: bool) -> None:
 def _space_preset(name: str) -> Any:
     from ser_space import SpaceConfig
 
-    if name == "tiny":
-        return SpaceConfig.tiny()
-    if name == "paper":
-        return SpaceConfig.paper()
-    # small: the paper's cell structure at CPU-friendly width
-    return SpaceConfig.paper().replace(channels=4, num_cells=3, reduction_cells=(1,), num_nodes=3,
-                                       hidden_size=32, seq_num_nodes=1)
+    return SpaceConfig.preset(name)
 
 
 def _feature_preset(name: str) -> Any:
     from .data.features import FeatureConfig
 
-    return {"small": FeatureConfig.small, "default": FeatureConfig.default, "compat": FeatureConfig.compat}[name]()
+    return FeatureConfig.preset(name)
 
 
 # ----------------------------------------------------------------------------- parsers
@@ -87,7 +82,7 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
                        help="training speakers held out for validation (count, or fraction < 1)")
     group.add_argument("--fold-seed", type=int, default=0, help="seed of fold grouping and validation speakers")
     group.add_argument("--features", default=None, choices=FEATURE_PRESETS,
-                       help="feature recipe preset (default: small for synthetic, default otherwise)")
+                       help="feature recipe preset (default: small for synthetic, speech otherwise)")
     group.add_argument("--data-dir", default=None, help="cache of prepared data (default ~/.cache/ser-nas)")
     add_config_flags(parser, FeatureConfig, prefix="features-", group_title="feature recipe fields")
 
@@ -100,7 +95,8 @@ def _add_run_flags(parser: argparse.ArgumentParser, search: bool = True) -> None
 
     parser.add_argument("--folds", default="0",
                         help="fold indices to run, comma separated, or 'all' (default: 0)")
-    parser.add_argument("--space", default="tiny", choices=SPACE_PRESETS, help="search space preset")
+    parser.add_argument("--space", default=None, choices=SPACE_PRESETS,
+                        help="search space preset (default: the recipe's: tiny on the synthetic corpus, small on real speech)")
     parser.add_argument("--seq-op-set", default=None, help="emoDARTS sequence op set: lstm, lstm_att, rnn, rnn_att, all")
     parser.add_argument("--output", default="runs", help="where run folders are created")
     parser.add_argument("--config", default=None, help="a run config.json to start from (flags override it)")
@@ -132,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_flags(search)
     _add_run_flags(search)
     search.add_argument("--baseline", default=None,
-                        help="train a hand-designed architecture instead of searching (cnn, cnn_lstm, cnn_lstm_att)")
+                        help="instead of searching: a hand-designed network (cnn, cnn_lstm, cnn_lstm_att) or a reference "
+                             "baseline (mfcc_stats, egemaps, compare2016; :logreg or :svm picks the classifier)")
 
     retrain = sub.add_parser("retrain", help="retrain an architecture file from scratch and test it")
     retrain.add_argument("architecture", help="architecture JSON (e.g. runs/.../fold-0/architecture.json)")
@@ -191,15 +188,29 @@ def _parse_option(text: str) -> tuple[str, Any]:
 def _data_config(args: argparse.Namespace) -> Any:
     from .data.prepare import DataConfig
 
-    preset = args.features or ("small" if args.dataset == "synthetic" else "default")
-    features = config_from_flags(_feature_preset(preset), args, prefix="features_")
+    from .data.features import FeatureConfig
+
+    preset = args.features or ("small" if args.dataset == "synthetic" else "speech")
     val_speakers: int | float = args.val_speakers
     if float(val_speakers).is_integer() and val_speakers >= 1:
         val_speakers = int(val_speakers)
     root = str(Path(args.root).expanduser()) if args.root else None
-    return DataConfig(dataset=args.dataset, root=root, options=tuple(sorted(_parse_option(o) for o in args.option)),
+    data = DataConfig(dataset=args.dataset, root=root, options=tuple(sorted(_parse_option(o) for o in args.option)),
                       protocol=args.protocol, k=args.k, val_speakers=val_speakers, fold_seed=args.fold_seed,
-                      features=features)
+                      features=_feature_preset(preset))
+    if preset == "speech":
+        # the window follows the corpus's durations unless --features-clip-seconds says otherwise;
+        # the frames follow the window either way
+        if hasattr(args, "features_clip_seconds"):
+            features = FeatureConfig.speech(args.features_clip_seconds)
+        else:
+            from .recipes import corpus_features
+
+            features = corpus_features(data)
+            logger.info("feature window %g s: the corpus's median duration (--features-clip-seconds changes it)",
+                        features.clip_seconds)
+        data = dataclasses.replace(data, features=features)
+    return dataclasses.replace(data, features=config_from_flags(data.features, args, prefix="features_"))
 
 
 def _folds(text: str) -> tuple[int, ...] | None:
@@ -217,11 +228,14 @@ def _run_config(args: argparse.Namespace, search: bool = True) -> Any:
     from .pipeline import RunConfig
     from .runs import read_json
 
-    base = RunConfig.from_dict(read_json(args.config)) if args.config else RunConfig()
+    from .recipes import recipe_for
+
+    # the corpus's recipe: the one-minute default on the synthetic corpus, real-speech otherwise
+    base = RunConfig.from_dict(read_json(args.config)) if args.config else recipe_for(args.dataset)
     if not args.config and search:
         # the CLI shows one-shot searches in the NNI web UI unless --no-webui (the library default is off)
         base = dataclasses.replace(base, search=base.search.replace(webui=True))
-    space = _space_preset(args.space) if not args.config or args.space != "tiny" else base.space
+    space = _space_preset(args.space) if args.space else base.space
     if args.seq_op_set:
         space = space.with_seq_op_set(args.seq_op_set)
     space = config_from_flags(space, args, prefix="space_")

@@ -146,6 +146,27 @@ class FeatureConfig:
             time_pool=2,
         )
 
+    @classmethod
+    def speech(cls, clip_seconds: float = 3.0) -> FeatureConfig:
+        """Real speech: 64-band log-mel at 16 kHz, 25 ms windows every 10 ms, max over 2 frames.
+
+        64 x (50 * clip_seconds) per utterance (20 ms per column). The window is centred on
+        longer clips; shorter clips are zero-padded at the end. ``ser-nas`` sets
+        ``clip_seconds`` from the corpus's durations (:func:`strategies.recipes.clip_seconds_for`).
+        What it gains over the 128 x 128 MFCC of an 8-s window is measured in docs/results.md.
+        """
+        frames = max(1, int(round(clip_seconds * 50)))
+        return cls(kind="logmel", sample_rate=16000, clip_seconds=float(clip_seconds), crop_policy="center",
+                   n_mels=64, n_fft=512, win_length=400, hop_length=160, frames=frames, time_pool=2)
+
+    @classmethod
+    def preset(cls, name: str) -> FeatureConfig:
+        """A named preset: ``small``, ``speech``, ``default`` or ``compat``."""
+        presets = {"small": cls.small, "speech": cls.speech, "default": cls.default, "compat": cls.compat}
+        if name not in presets:
+            raise ValueError(f"unknown feature preset {name!r}; known: {', '.join(presets)}")
+        return presets[name]()
+
     # ------------------------------------------------------------------ derived values
     @property
     def num_coefficients(self) -> int:

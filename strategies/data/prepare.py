@@ -144,12 +144,21 @@ class PreparedData:
         return np.load(self.features_path, mmap_mode="r")
 
 
-def _load_raw_manifest(config: DataConfig) -> pd.DataFrame:
+def _read_manifest(config: DataConfig) -> pd.DataFrame:
     if config.dataset == SYNTHETIC:
         root = ensure_synthetic_corpus(config.root, SyntheticConfig(**dict(config.options)))
         return load_synthetic_manifest(root)
     get_corpus(config.dataset)  # clear error for an unknown name
     return load_manifest(config.dataset, config.root, **dict(config.options))
+
+
+def load_raw_manifest(config: DataConfig) -> pd.DataFrame:
+    """The corpus's manifest as the config selects it (loader options, protocol preset's filter)."""
+    manifest = _read_manifest(config)
+    preset = _protocol_preset(config.preset)
+    if preset is not None and preset.filter_manifest is not None:
+        manifest = preset.filter_manifest(manifest, config)
+    return manifest
 
 
 def _protocol_preset(name: str | None) -> Any:
@@ -208,15 +217,13 @@ def _reuse_prepared(folder: Path, config: DataConfig, warn: bool) -> PreparedDat
 def _build_prepared(config: DataConfig, data_dir: Path, folder: Path, progress: bool,
                     num_workers: int) -> PreparedData:
     stamp = folder / "prepared.json"
-    manifest = _load_raw_manifest(config)
-    preset = _protocol_preset(config.preset)
-    if preset is not None and preset.filter_manifest is not None:
-        manifest = preset.filter_manifest(manifest, config)
+    manifest = load_raw_manifest(config)
     if manifest.empty:
         raise DataError(f"{config.root or config.dataset}: no utterances found")
     manifest = manifest.reset_index(drop=True)
     folds = _make_folds(config, manifest)
     classes = tuple(sorted(manifest["emotion"].unique()))
+    _report_window(manifest, config.features)
     cache_dir = data_dir / "features"
     feature_set = extract_features(manifest, config.features, cache_dir, progress=progress,
                                    num_workers=num_workers)
@@ -239,6 +246,27 @@ def _build_prepared(config: DataConfig, data_dir: Path, folder: Path, progress: 
     atomic_write(stamp, lambda h: h.write(json.dumps(record, indent=2, default=str).encode()))
     logger.info("prepared %d utterances, %d folds in %s", len(manifest), len(folds), folder)
     return PreparedData(folder, config, manifest, tuple(folds), classes, folder / "features.npy")
+
+
+def _report_window(manifest: pd.DataFrame, features: FeatureConfig) -> None:
+    """One warning line each for the clips the feature window pads or crops, naming the extreme one."""
+    if "duration" not in manifest.columns or manifest.empty:
+        return
+    durations = pd.to_numeric(manifest["duration"], errors="coerce")
+    window = features.clip_seconds
+    for shorter, what in ((True, "shorter than"), (False, "longer than")):
+        chosen = durations < window - 0.01 if shorter else durations > window + 0.01
+        if not chosen.any():
+            continue
+        extreme = durations[chosen].idxmin() if shorter else durations[chosen].idxmax()
+        if shorter:
+            done = "zero-padded at the end" if features.pad_policy == "zero_end" else \
+                "tiled" if features.pad_policy == "repeat" else "left short (zero columns)"
+        else:
+            done = f"cropped to their {'first' if features.crop_policy == 'start' else 'middle'} {window:g} s"
+        logger.warning("%d of %d clips are %s the %g-s feature window and are %s (most: %s, %.2f s)",
+                       int(chosen.sum()), len(manifest), what, window, done,
+                       manifest.at[extreme, "utt_id"], float(durations[extreme]))
 
 
 def _load_prepared(folder: Path, config: DataConfig) -> PreparedData:

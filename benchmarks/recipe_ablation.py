@@ -1,0 +1,175 @@
+"""Which training recipe lets the networks learn emotion from real speech: one row per ingredient.
+
+Each row is a recipe (features, space, training config, architecture) written as changes to a
+base recipe; each row runs through the toolkit's own pipeline (``run_pipeline``: the shared
+evaluator, the speaker-independent folds, run folders) once per seed over the selected folds,
+and the script prints and writes a table of test UA / WA (mean +- sample std over seeds x
+folds, and the std of the per-seed means), the selected epoch and the wall-clock minutes.
+Finished (row, seed) runs are reused, so an interrupted ablation resumes where it stopped.
+
+    python benchmarks/recipe_ablation.py --root ../shared/data/emodb-dev --rows recipe,no-mixup --seeds 0,1,2
+
+``--list`` prints the rows. The test fold is touched only by the final figure of each run;
+the epoch is chosen on the validation speaker, as in every run of the toolkit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import RESULTS, machine_info, write_results  # noqa: E402
+
+from ser_space import SpaceConfig  # noqa: E402
+from strategies.data.features import FeatureConfig  # noqa: E402
+from strategies.data.prepare import DataConfig  # noqa: E402
+from strategies.evaluator import TrainConfig  # noqa: E402
+from strategies.pipeline import RunConfig, run_pipeline  # noqa: E402
+from strategies.recipes import REAL_SPEECH, real_speech_recipe  # noqa: E402
+
+ROWS: dict[str, dict[str, Any]] = {
+    # the toolkit's defaults before this work: 128 x 128 MFCC of an 8-s window, tiny space,
+    # 30 epochs of Adam, class weights, no augmentation, the hand-designed CNN-LSTM
+    "old-default": {"features": dataclasses.asdict(FeatureConfig.default()), "space_preset": "tiny",
+                    "retrain": dataclasses.asdict(RunConfig().retrain), "baseline": "cnn_lstm"},
+    # the real-speech recipe (strategies.recipes.REAL_SPEECH, window fitted to the corpus) and
+    # one change to it per row
+    "recipe": {},
+    "cell-dropout-0.3": {"space": {"cell_dropout": 0.3}},
+    "mfcc": {"features": {"kind": "mfcc", "n_mfcc": 40}},
+    "3s-window": {"features": {"clip_seconds": 3.0, "frames": 150}},
+    "8s-window": {"features": {"clip_seconds": 8.0, "frames": 400}},
+    "no-class-weights": {"retrain": {"class_weighted": False}},
+    "no-label-smoothing": {"retrain": {"label_smoothing": 0.0}},
+    "no-mixup": {"retrain": {"mixup_alpha": 0.0}},
+    "no-specaugment": {"retrain": {"freq_masks": 0, "time_masks": 0}},
+    "no-time-shift": {"retrain": {"time_shift": 0.0}},
+    "no-augmentation": {"retrain": {"mixup_alpha": 0.0, "freq_masks": 0, "time_masks": 0, "time_shift": 0.0,
+                                    "label_smoothing": 0.0}},
+    "adam-no-decay": {"retrain": {"optimizer": "adam", "weight_decay": 3e-4}},
+    "double-epochs": {"retrain": {"max_epochs": REAL_SPEECH.retrain.max_epochs * 2}},
+    "cnn_lstm": {"baseline": "cnn_lstm"},
+    "wide": {"space": {"channels": REAL_SPEECH.space.channels * 2}},
+    "best-val-epoch": {"retrain": {"model_selection": "best"}},
+}
+
+
+def row_config(name: str, root: str, folds: tuple[int, ...] | None, seed: int) -> RunConfig:
+    """The RunConfig of row ``name`` at ``seed``."""
+    changes = ROWS[name]
+    base = real_speech_recipe(DataConfig(dataset="emodb", root=root))
+    features = base.data.features
+    if "features" in changes:
+        features = dataclasses.replace(features, **changes["features"]) if name != "old-default" else \
+            FeatureConfig(**changes["features"])
+    space = base.space
+    if "space_preset" in changes:
+        space = SpaceConfig.preset(changes["space_preset"])
+    space = space.replace(**changes.get("space", {}))
+    retrain = base.retrain
+    if name == "old-default":
+        retrain = TrainConfig(**changes["retrain"])
+    else:
+        retrain = retrain.replace(**changes.get("retrain", {}))
+    return dataclasses.replace(base, data=dataclasses.replace(base.data, features=features), space=space,
+                               retrain=retrain.replace(seed=seed), search=base.search.replace(seed=seed),
+                               folds=folds, baseline=changes.get("baseline", base.baseline or "cnn"))
+
+
+def run_row(name: str, root: str, folds: tuple[int, ...] | None, seeds: list[int], out: Path) -> dict[str, Any]:
+    runs = []
+    for seed in seeds:
+        folder = out / f"{name}-seed{seed}"
+        summary_path = folder / "summary.json"
+        if summary_path.is_file():
+            summary = json.loads(summary_path.read_text())
+            logging.info("%s seed %d: reused %s", name, seed, folder)
+        else:
+            config = row_config(name, root, folds, seed)
+            started = time.perf_counter()
+            partial = out / f".{name}-seed{seed}"
+            partial.mkdir(parents=True, exist_ok=True)
+            run_dir, summary = run_pipeline(config, output_dir=partial, progress=False)
+            summary["wall_seconds"] = time.perf_counter() - started
+            (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+            if folder.exists():
+                import shutil
+
+                shutil.rmtree(folder)
+            run_dir.rename(folder)
+            partial.rmdir()
+        runs.append(summary)
+    ua = np.array([f["test_ua"] for s in runs for f in s["per_fold"]])
+    wa = np.array([f["test_wa"] for s in runs for f in s["per_fold"]])
+    seed_means = np.array([np.mean([f["test_ua"] for f in s["per_fold"]]) for s in runs])
+    return {
+        "row": name, "changes": ROWS[name], "seeds": seeds, "runs": len(ua),
+        "test_ua_mean": float(ua.mean()), "test_ua_std": float(ua.std(ddof=1)) if len(ua) > 1 else 0.0,
+        "test_ua_seed_std": float(seed_means.std(ddof=1)) if len(seed_means) > 1 else 0.0,
+        "test_wa_mean": float(wa.mean()), "test_wa_std": float(wa.std(ddof=1)) if len(wa) > 1 else 0.0,
+        "parameters": int(np.mean([s["parameters"]["mean"] for s in runs])),
+        "minutes": float(sum(s.get("wall_seconds", 0.0) for s in runs) / 60.0),
+        "per_fold_ua": [[f["test_ua"] for f in s["per_fold"]] for s in runs],
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| row | runs | test UA | seed std | test WA | parameters | minutes |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['row']} | {r['runs']} | {r['test_ua_mean']:.3f} ± {r['test_ua_std']:.3f} | "
+                     f"{r['test_ua_seed_std']:.3f} | {r['test_wa_mean']:.3f} ± {r['test_wa_std']:.3f} | "
+                     f"{r['parameters']:,} | {r['minutes']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default="../shared/data/emodb-dev", help="EmoDB folder")
+    parser.add_argument("--rows", default="recipe", help="comma-separated row names (see --list)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--folds", default="all", help="comma-separated folds, or all")
+    parser.add_argument("--out", default=str(RESULTS / "ablation"), help="where the runs go")
+    parser.add_argument("--list", action="store_true", help="print the rows and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, changes in ROWS.items():
+            print(f"{name}: {changes or 'the real-speech recipe'}")
+        return 0
+    names = [n.strip() for n in args.rows.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ROWS]
+    if unknown:
+        print(f"recipe_ablation: unknown row(s) {', '.join(unknown)}; --list shows them", file=sys.stderr)
+        return 2
+    if not Path(args.root).is_dir():
+        print(f"recipe_ablation: {args.root}: no such corpus folder", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("nni", "pytorch_lightning", "lightning", "lightning_fabric", "strategies", "numba"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    folds = None if args.folds == "all" else tuple(int(f) for f in args.folds.split(","))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    out = Path(args.out)
+    rows = []
+    for name in names:
+        rows.append(run_row(name, args.root, folds, seeds, out))
+        logging.info("%s: test UA %.3f ± %.3f (%.1f min)", name, rows[-1]["test_ua_mean"], rows[-1]["test_ua_std"],
+                     rows[-1]["minutes"])
+    print(table(rows))
+    write_results("recipe_ablation", {"machine": machine_info("cpu"), "folds": args.folds, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
