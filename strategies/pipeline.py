@@ -225,6 +225,7 @@ def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold
     work.mkdir(parents=True)
     logger.info("fold %d (%s): train %d, val %d, test %d utterances; test speakers %s",
                 fold.index, fold.name, len(fold.train), len(fold.val), len(fold.test), ", ".join(fold.test_speakers))
+    _check_fold_classes(prepared, fold, config.retrain.batch_size)
     if is_reference(config.baseline):
         metrics = run_reference_fold(config, prepared, fold, work)
         return _finish_fold(work, final, metrics)
@@ -295,6 +296,26 @@ def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold
         "retrain_seconds": retrain_seconds,
     }
     return _finish_fold(work, final, metrics)
+
+
+def _check_fold_classes(prepared: PreparedData, fold: Fold, batch_size: int) -> None:
+    """One warning line per split that lacks a class, and for classes rarer than a batch in training."""
+    labels = prepared.labels
+    for part in ("train", "val", "test"):
+        counts = np.bincount(labels[prepared.rows(getattr(fold, part))], minlength=len(prepared.classes))
+        missing = [name for name, n in zip(prepared.classes, counts) if n == 0]
+        if missing:
+            consequence = {"train": "the network never sees them and cannot predict them",
+                           "val": "validation UA averages the other classes",
+                           "test": "test UA averages the other classes"}[part]
+            logger.warning("fold %d (%s): no %s utterance of class(es) %s: %s", fold.index, fold.name, part,
+                           ", ".join(missing), consequence)
+        if part == "train":
+            rare = [f"{name} ({n})" for name, n in zip(prepared.classes, counts) if 0 < n < batch_size]
+            if rare:
+                logger.warning("fold %d (%s): class(es) %s have fewer training utterances than a batch of %d; "
+                               "class weights make up for it, but expect noisy figures", fold.index, fold.name,
+                               ", ".join(rare), batch_size)
 
 
 def _finish_fold(work: Path, final: Path, metrics: dict[str, Any]) -> dict[str, Any]:

@@ -176,3 +176,19 @@ def test_window_fitted_to_the_corpus_and_the_padding_reported(tmp_path: Path, ca
     lines = [r.getMessage() for r in caplog.records if "feature window" in r.getMessage()]
     assert any("shorter than the 0.2-s feature window and are zero-padded at the end (most: " in m for m in lines)
     assert any("longer than the 0.2-s feature window and are cropped to their middle 0.2 s" in m for m in lines)
+
+
+def test_a_fold_without_a_class_is_named_in_a_warning(tmp_path: Path, caplog) -> None:
+    import logging
+
+    corpus = miniature.make_corpus("emodb", tmp_path / "emodb")
+    # drop every 'dis' clip of one speaker: the fold testing that speaker has none to test
+    for path in (corpus.root / "wav").glob("03*E*.wav"):
+        path.unlink()
+    data = DataConfig(dataset="emodb", root=str(corpus.root), features=FeatureConfig.small())
+    with caplog.at_level(logging.WARNING, logger="strategies.pipeline"):
+        run_pipeline(RunConfig(data=data, baseline="mfcc_stats", folds=(0,)), output_dir=tmp_path / "runs",
+                     progress=False)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("fold 0 (speaker-03): no test utterance of class(es) dis" in m for m in messages), messages
+    assert any("fewer training utterances than a batch of 32" in m for m in messages), messages
