@@ -37,7 +37,7 @@ import pytorch_lightning as pl
 import torch
 
 from ser_space import (SpaceConfig, build_model, count_parameters, draw_cells, export_architecture,
-                       load_architecture, save_architecture)
+                       load_architecture, save_architecture, validate_architecture)
 
 from . import compat
 from .baselines import BASELINES, hand_designed_architecture
@@ -209,10 +209,13 @@ def _architecture_for(config: RunConfig, space: SpaceConfig, datasets: dict[str,
         return arch.sample, None
     if config.baseline:
         return hand_designed_architecture(config.baseline, space), None
-    result = run_search(space, config.search, config.search_train, datasets["train"], datasets["val"],
+    # the search may run a narrower supernet (search.channels); the choices do not depend on the
+    # width, so the architecture it finds is a point of the full-width space that is retrained
+    search_space = space if config.search.channels is None else space.replace(channels=config.search.channels)
+    result = run_search(search_space, config.search, config.search_train, datasets["train"], datasets["val"],
                         workdir, num_classes=space.num_classes,
                         train_labels=datasets["train"].labels.tolist(), trainer_kwargs=trainer_kwargs)
-    return result.architecture, result
+    return validate_architecture(result.architecture, space), result
 
 
 def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold: Fold, run_dir: Path,

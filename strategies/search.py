@@ -49,6 +49,7 @@ class SearchConfig:
     warmup_epochs: int = 0  # one-shot epochs before architecture updates start
     order: Literal["first", "second"] = "first"  # DARTS approximation order
     genotype: Literal["best", "last"] = "last"  # one-shot: last epoch's architecture (DARTS) or best val UA (authors)
+    channels: int | None = None  # supernet width C while searching (DARTS searches narrower than it retrains); None = the space's
     trials: int = 8  # multi-trial: architectures trained
     trial_epochs: int = 5  # multi-trial: epochs per architecture
     trial_concurrency: int = 1  # multi-trial: trials run at once
@@ -67,6 +68,8 @@ class SearchConfig:
         get_strategy(self.strategy)
         if self.epochs < 1 or self.trials < 1 or self.trial_epochs < 1:
             raise ValueError("epochs, trials and trial_epochs must be >= 1")
+        if self.channels is not None and (self.channels < 2 or self.channels % 2):
+            raise ValueError(f"channels must be an even number >= 2 or None, got {self.channels}")
         if self.order not in ("first", "second"):
             raise ValueError(f"order must be 'first' or 'second', got {self.order!r}")
         if self.order == "second" and self.strategy != "darts":

@@ -192,3 +192,31 @@ def test_a_fold_without_a_class_is_named_in_a_warning(tmp_path: Path, caplog) ->
     messages = [r.getMessage() for r in caplog.records]
     assert any("fold 0 (speaker-03): no test utterance of class(es) dis" in m for m in messages), messages
     assert any("fewer training utterances than a batch of 32" in m for m in messages), messages
+
+
+@pytest.mark.slow
+def test_darts_can_search_a_narrower_supernet_than_it_retrains(tmp_path: Path, monkeypatch) -> None:
+    import strategies.pipeline as pipeline
+    from ser_space import SpaceConfig, build_model, count_parameters, load_architecture
+    from strategies.evaluator import TrainConfig
+    from strategies.search import SearchConfig
+
+    widths = []
+    real_search = pipeline.run_search
+
+    def recording_search(space, *args, **kwargs):
+        widths.append(space.channels)
+        return real_search(space, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_search", recording_search)
+    config = RunConfig(data=_mini_emodb(tmp_path), space=SpaceConfig.tiny(), folds=(0,),
+                       search=SearchConfig(strategy="darts", epochs=1, channels=2),
+                       search_train=TrainConfig(batch_size=16), retrain=TrainConfig(max_epochs=1, batch_size=16))
+    run_dir, summary = run_pipeline(config, output_dir=tmp_path / "runs", progress=False)
+    assert widths == [2]
+    arch = load_architecture(run_dir / "fold-0" / "architecture.json")
+    assert arch.config.channels == SpaceConfig.tiny().channels == 4
+    assert summary["per_fold"][0]["parameters"] == count_parameters(
+        build_model(arch.sample, arch.config.replace(affine=True)))
+    with pytest.raises(ValueError, match="channels must be an even number"):
+        SearchConfig(channels=3)
