@@ -4,12 +4,13 @@ A recipe is a whole :class:`~strategies.pipeline.RunConfig` except the data's lo
 feature recipe, the space preset, the search budget and the two training configs. Two exist:
 
 - ``synthetic``: the embedded synthetic corpus's one-minute default (``RunConfig()``).
-- ``real-speech``: the default for every real corpus, chosen by the ablation in
-  docs/results.md on EmoDB (leave-one-speaker-out, 3 seeds): 64-band log-mel of 3 s,
-  the ``small`` space (C = 8, reductions at cells 0 and 1; searched at C = 4 for 10 epochs),
-  AdamW with weight decay 0.05 and
-  a cosine schedule, class-weighted cross-entropy with label smoothing, and on-the-fly time
-  shift, SpecAugment masks and mixup (:mod:`strategies.augment`).
+- ``real-speech``: the default for every real corpus, measured by the ablation in
+  docs/results.md on EmoDB (leave-one-speaker-out): 64-band log-mel over a window that
+  follows the corpus's median duration, the ``small`` space (C = 8, reductions at cells 0
+  and 1, no dropout on cell outputs; searched at C = 4 for 10 epochs), 40 epochs of AdamW with
+  weight decay 0.05 and a cosine schedule, the last epoch kept, class-weighted cross-entropy
+  with label smoothing, and on-the-fly time shift, SpecAugment masks and mixup
+  (:mod:`strategies.augment`).
 
 ``ser-nas search`` starts from ``real-speech`` whenever ``--dataset`` is not ``synthetic``;
 every field can still be changed with its flag, and the run's config.json records them all.
