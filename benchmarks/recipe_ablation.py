@@ -62,6 +62,11 @@ ROWS: dict[str, dict[str, Any]] = {
     "cnn_lstm": {"baseline": "cnn_lstm"},
     "wide": {"space": {"channels": REAL_SPEECH.space.channels * 2}},
     "best-val-epoch": {"retrain": {"model_selection": "best"}},
+    # the search the recipe runs: DARTS on a C = 4 supernet, the found cells retrained at C = 8
+    "darts": {"strategy": "darts"},
+    # reference baselines (strategies.reference) on the same folds: deterministic, one seed suffices
+    **{f"ref-{name}": {"baseline": name} for name in (
+        "mfcc_stats", "mfcc_stats:svm", "egemaps", "egemaps:logreg", "compare2016", "compare2016:logreg")},
 }
 
 
@@ -83,22 +88,29 @@ def row_config(name: str, root: str, folds: tuple[int, ...] | None, seed: int) -
     else:
         retrain = retrain.replace(**changes.get("retrain", {}))
     return dataclasses.replace(base, data=dataclasses.replace(base.data, features=features), space=space,
-                               retrain=retrain.replace(seed=seed), search=base.search.replace(seed=seed),
-                               folds=folds, baseline=changes.get("baseline", base.baseline or "cnn"))
+                               retrain=retrain.replace(seed=seed),
+                               search=base.search.replace(seed=seed, strategy=changes.get("strategy", "darts")),
+                               folds=folds,
+                               baseline=None if "strategy" in changes else changes.get("baseline", "cnn"))
 
 
-def run_row(name: str, root: str, folds: tuple[int, ...] | None, seeds: list[int], out: Path) -> dict[str, Any]:
+def run_row(name: str, root: str, folds: tuple[int, ...] | None, seeds: list[int], out: Path,
+            report_only: bool = False) -> dict[str, Any] | None:
     runs = []
+    done_seeds = []
     for seed in seeds:
-        folder = out / f"{name}-seed{seed}"
+        folder = out / f"{name.replace(':', '_')}-seed{seed}"
         summary_path = folder / "summary.json"
+        if report_only and not summary_path.is_file():
+            continue
+        done_seeds.append(seed)
         if summary_path.is_file():
             summary = json.loads(summary_path.read_text())
             logging.info("%s seed %d: reused %s", name, seed, folder)
         else:
             config = row_config(name, root, folds, seed)
             started = time.perf_counter()
-            partial = out / f".{name}-seed{seed}"
+            partial = out / f".{name.replace(':', '_')}-seed{seed}"
             partial.mkdir(parents=True, exist_ok=True)
             run_dir, summary = run_pipeline(config, output_dir=partial, progress=False)
             summary["wall_seconds"] = time.perf_counter() - started
@@ -110,6 +122,9 @@ def run_row(name: str, root: str, folds: tuple[int, ...] | None, seeds: list[int
             run_dir.rename(folder)
             partial.rmdir()
         runs.append(summary)
+    if not runs:
+        return None
+    seeds = done_seeds
     ua = np.array([f["test_ua"] for s in runs for f in s["per_fold"]])
     wa = np.array([f["test_wa"] for s in runs for f in s["per_fold"]])
     seed_means = np.array([np.mean([f["test_ua"] for f in s["per_fold"]]) for s in runs])
@@ -120,16 +135,40 @@ def run_row(name: str, root: str, folds: tuple[int, ...] | None, seeds: list[int
         "test_wa_mean": float(wa.mean()), "test_wa_std": float(wa.std(ddof=1)) if len(wa) > 1 else 0.0,
         "parameters": int(np.mean([s["parameters"]["mean"] for s in runs])),
         "minutes": float(sum(s.get("wall_seconds", 0.0) for s in runs) / 60.0),
-        "per_fold_ua": [[f["test_ua"] for f in s["per_fold"]] for s in runs],
+        "per_fold_ua": {str(seed): {str(f["fold"]): f["test_ua"] for f in s["per_fold"]}
+                        for seed, s in zip(seeds, runs)},
     }
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| row | runs | test UA | seed std | test WA | parameters | minutes |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+def paired(row: dict[str, Any], base: dict[str, Any]) -> dict[str, Any] | None:
+    """Row minus base over the (seed, fold) runs both have: mean, 95 % t interval, Wilcoxon p."""
+    from scipy import stats
+
+    diffs = [row["per_fold_ua"][s][f] - base["per_fold_ua"][s][f]
+             for s in row["per_fold_ua"] if s in base["per_fold_ua"]
+             for f in row["per_fold_ua"][s] if f in base["per_fold_ua"][s]]
+    if len(diffs) < 2:
+        return None
+    d = np.asarray(diffs)
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    p = float(stats.wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
+    return {"pairs": len(d), "mean": float(d.mean()), "ci95": [float(d.mean() - half), float(d.mean() + half)],
+            "wilcoxon_p": p}
+
+
+def table(rows: list[dict[str, Any]], base: str = "recipe") -> str:
+    baseline = next((r for r in rows if r["row"] == base), None)
+    lines = [f"| row | seeds | runs | test UA | seed std | test WA | minus {base}: mean [95 % CI], Wilcoxon p "
+             "| parameters | minutes |",
+             "|---|---|---:|---:|---:|---:|---|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['row']} | {r['runs']} | {r['test_ua_mean']:.3f} ± {r['test_ua_std']:.3f} | "
-                     f"{r['test_ua_seed_std']:.3f} | {r['test_wa_mean']:.3f} ± {r['test_wa_std']:.3f} | "
+        diff = paired(r, baseline) if baseline is not None and r is not baseline else None
+        r["paired"] = diff
+        text = "" if diff is None else (f"{diff['mean']:+.3f} [{diff['ci95'][0]:+.3f}, {diff['ci95'][1]:+.3f}], "
+                                        f"p = {diff['wilcoxon_p']:.2f} ({diff['pairs']} pairs)")
+        lines.append(f"| {r['row']} | {','.join(map(str, r['seeds']))} | {r['runs']} | "
+                     f"{r['test_ua_mean']:.3f} ± {r['test_ua_std']:.3f} | "
+                     f"{r['test_ua_seed_std']:.3f} | {r['test_wa_mean']:.3f} ± {r['test_wa_std']:.3f} | {text} | "
                      f"{r['parameters']:,} | {r['minutes']:.1f} |")
     return "\n".join(lines)
 
@@ -141,6 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--folds", default="all", help="comma-separated folds, or all")
     parser.add_argument("--out", default=str(RESULTS / "ablation"), help="where the runs go")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's, all cores); give each of N parallel scripts cores / N")
+    parser.add_argument("--report", action="store_true",
+                        help="run nothing: tabulate the finished runs of the rows and seeds given")
+    parser.add_argument("--name", default="recipe_ablation", help="results file name (NAME.json)")
+    parser.add_argument("--out-dir", default=None, help="where NAME.json goes (default benchmarks/results)")
     parser.add_argument("--list", action="store_true", help="print the rows and exit")
     args = parser.parse_args(argv)
     if args.list:
@@ -158,16 +203,28 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("nni", "pytorch_lightning", "lightning", "lightning_fabric", "strategies", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     folds = None if args.folds == "all" else tuple(int(f) for f in args.folds.split(","))
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
     rows = []
-    for name in names:
-        rows.append(run_row(name, args.root, folds, seeds, out))
-        logging.info("%s: test UA %.3f ± %.3f (%.1f min)", name, rows[-1]["test_ua_mean"], rows[-1]["test_ua_std"],
-                     rows[-1]["minutes"])
+    started = time.perf_counter()
+    for number, name in enumerate(names, 1):
+        row = run_row(name, args.root, folds, seeds, out, report_only=args.report)
+        if row is None:
+            logging.info("%s: no finished run", name)
+            continue
+        rows.append(row)
+        elapsed = (time.perf_counter() - started) / 60
+        logging.info("[%d/%d] %s: test UA %.3f ± %.3f (%.1f min); about %.0f min left", number, len(names), name,
+                     rows[-1]["test_ua_mean"], rows[-1]["test_ua_std"], rows[-1]["minutes"],
+                     elapsed / number * (len(names) - number))
     print(table(rows))
-    write_results("recipe_ablation", {"machine": machine_info("cpu"), "folds": args.folds, "rows": rows})
+    write_results(args.name, {"machine": machine_info("cpu"), "folds": args.folds, "rows": rows},
+                  out_dir=args.out_dir)
     return 0
 
 

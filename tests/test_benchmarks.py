@@ -244,3 +244,32 @@ def test_write_results_replaces_whole_files_and_names_an_unwritable_folder(tmp_p
     blocker.write_text("")
     with pytest.raises(SystemExit, match="cannot write .*file/x.json"):
         _common.write_results("x", {}, blocker)
+
+
+def test_recipe_ablation_runs_rows_through_the_pipeline_and_pairs_them(tmp_path: Path) -> None:
+    import miniature
+
+    corpus = miniature.make_corpus("emodb", tmp_path / "emodb")
+    args = ("--root", str(corpus.root), "--rows", "ref-mfcc_stats,ref-mfcc_stats:svm", "--seeds", "0",
+            "--folds", "0,1", "--out", str(tmp_path / "runs"))
+    result = _run_script("recipe_ablation.py", tmp_path, *args)
+    rows = {r["row"]: r for r in result["rows"]}
+    assert set(rows) == {"ref-mfcc_stats", "ref-mfcc_stats:svm"} and rows["ref-mfcc_stats"]["runs"] == 2
+    assert (tmp_path / "runs" / "ref-mfcc_stats_svm-seed0" / "fold-1" / "reference.json").is_file()
+    # a second call with --report runs nothing and tabulates the same figures
+    again = _run_script("recipe_ablation.py", tmp_path / "again", *args, "--report")
+    assert again["rows"][0]["test_ua_mean"] == rows["ref-mfcc_stats"]["test_ua_mean"]
+
+
+def test_recipe_ablation_paired_difference() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("recipe_ablation", BENCH / "recipe_ablation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    base = {"per_fold_ua": {"0": {"0": 0.5, "1": 0.6, "2": 0.7}, "1": {"0": 0.4, "1": 0.5, "2": 0.6}}}
+    row = {"per_fold_ua": {"0": {"0": 0.6, "1": 0.8, "2": 0.7}}}  # one seed: pairs with seed 0 only
+    diff = module.paired(row, base)
+    assert diff["pairs"] == 3 and diff["mean"] == pytest.approx(0.1)
+    assert diff["ci95"][0] < 0.1 < diff["ci95"][1]
+    assert module.paired({"per_fold_ua": {"5": {"0": 0.1}}}, base) is None
