@@ -337,8 +337,12 @@ class SERModule(LightningModule):
 
 
 def _nni_metric(entry: dict[str, Any]) -> dict[str, float]:
-    return {"default": float(entry["val_ua"]), "val_wa": float(entry["val_wa"]),
-            "val_f1": float(entry["val_f1"]), "val_loss": float(entry["val_loss"])}
+    metric = {"default": float(entry["val_ua"]), "val_wa": float(entry["val_wa"]),
+              "val_f1": float(entry["val_f1"]), "val_loss": float(entry["val_loss"])}
+    train_loss = float(entry.get("train_loss", float("nan")))
+    if math.isfinite(train_loss):  # the learning curve beside the validation one, in the web UI too
+        metric["train_loss"] = train_loss
+    return metric
 
 
 def make_lightning(module: SERModule, config: TrainConfig, train_dataset: Any, val_dataset: Any,

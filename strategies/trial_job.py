@@ -190,9 +190,11 @@ def _run_replay(job: dict[str, Any]) -> dict[str, Any]:
         history = pd.read_csv(history_path).to_dict(orient="records")
     if _reporter is not None:
         for sequence, entry in enumerate(history):
-            _reporter.send("PERIODICAL", {"default": float(entry["val_ua"]), "val_wa": float(entry["val_wa"]),
-                                          "val_f1": float(entry["val_f1"]), "val_loss": float(entry["val_loss"])},
-                           sequence)
+            metric = {"default": float(entry["val_ua"]), "val_wa": float(entry["val_wa"]),
+                      "val_f1": float(entry["val_f1"]), "val_loss": float(entry["val_loss"])}
+            if "train_loss" in entry and entry["train_loss"] == entry["train_loss"]:  # not NaN
+                metric["train_loss"] = float(entry["train_loss"])
+            _reporter.send("PERIODICAL", metric, sequence)
         _reporter.send("FINAL", {"default": float(metrics["test_ua"]), "test_wa": float(metrics["test_wa"]),
                                  "test_f1": float(metrics["test_f1"]),
                                  "parameters": float(metrics["parameters"]),

@@ -97,6 +97,9 @@ def test_oneshot_search_runs_as_an_nni_trial_with_epoch_curves(darts_run: tuple[
     final = [m for kind, _, m in metrics if kind == "FINAL"]
     assert len(intermediate) == EPOCHS
     assert [m["default"] for m in intermediate] == pytest.approx([e["val_ua"] for e in result.history])
+    # the learning curves: the training loss beside the validation loss, per epoch
+    assert [m["train_loss"] for m in intermediate] == pytest.approx([e["train_loss"] for e in result.history])
+    assert all("val_loss" in m for m in intermediate)
     assert len(final) == 1
     # genotype "last" (the default): the final result is the last epoch's validation UA
     assert final[0]["default"] == pytest.approx(result.history[-1]["val_ua"])
