@@ -239,9 +239,9 @@ def test_resume_redoes_only_the_missing_run(tiny_comparison: tuple[Path, str], t
     assert calls == [("baseline-cnn_lstm-seed0", 0)]
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # finished runs untouched
     report = read_json(compare_dir / "report.json")
-    assert report["missing"] == [] and report["runs"] == 3
+    assert report["missing"] == [] and report["runs"] == 4
     table = _check_table_against_run_folders(compare_dir)
-    assert list(table["method"]) == ["darts", "random", "baseline-cnn_lstm"]
+    assert list(table["method"]) == ["darts", "random", "baseline-cnn_lstm", "baseline-mfcc_stats"]
 
 
 @pytest.mark.slow
