@@ -88,7 +88,7 @@ def test_own_nni_experiment_notebook(tmp_path: Path) -> None:
 def test_compare_notebook(tmp_path: Path) -> None:
     text = _run("03_compare_strategies.ipynb", tmp_path)
     found = dict(re.findall(r"^([\w-]+): test UA ([0-9.]+) \+-", text, re.MULTILINE))
-    assert set(found) == {"darts", "random", "baseline-cnn_lstm"}
+    assert set(found) == {"darts", "random", "baseline-cnn_lstm", "baseline-mfcc_stats"}
     assert all(0.0 <= float(v) <= 1.0 for v in found.values())
     (compare_dir,) = tmp_path.glob("runs/*-synthetic-compare")
     assert (compare_dir / "table.md").is_file() and (compare_dir / "ua_vs_cost.png").is_file()

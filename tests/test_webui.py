@@ -103,7 +103,7 @@ def test_oneshot_search_runs_as_an_nni_trial_with_epoch_curves(darts_run: tuple[
     assert len(final) == 1
     # genotype "last" (the default): the final result is the last epoch's validation UA
     assert final[0]["default"] == pytest.approx(result.history[-1]["val_ua"])
-    assert set(final[0]) == {"default", "val_wa", "val_f1", "val_loss"}
+    assert set(final[0]) == {"default", "val_wa", "val_f1", "val_loss", "train_loss"}
     assert not _managers(result.experiment_id)
 
 
