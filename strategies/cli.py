@@ -186,9 +186,8 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 
 def _data_config(args: argparse.Namespace) -> Any:
-    from .data.prepare import DataConfig
-
     from .data.features import FeatureConfig
+    from .data.prepare import DataConfig
 
     preset = args.features or ("small" if args.dataset == "synthetic" else "speech")
     val_speakers: int | float = args.val_speakers
@@ -226,9 +225,8 @@ def _run_config(args: argparse.Namespace, search: bool = True) -> Any:
     import dataclasses
 
     from .pipeline import RunConfig
-    from .runs import read_json
-
     from .recipes import recipe_for
+    from .runs import read_json
 
     # the corpus's recipe: the one-minute default on the synthetic corpus, real-speech otherwise
     base = RunConfig.from_dict(read_json(args.config)) if args.config else recipe_for(args.dataset)

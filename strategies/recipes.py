@@ -66,7 +66,7 @@ def recipe_for(dataset: str) -> RunConfig:
     return RECIPES["synthetic" if dataset == "synthetic" else "real-speech"]
 
 
-def clip_seconds_for(durations: "list[float] | np.ndarray", step: float = 0.5, shortest: float = 1.0,
+def clip_seconds_for(durations: list[float] | np.ndarray, step: float = 0.5, shortest: float = 1.0,
                      longest: float = 6.0) -> float:
     """The feature window for a corpus: its median duration, rounded to ``step``, within [shortest, longest].
 

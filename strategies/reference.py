@@ -46,8 +46,16 @@ from .runs import atomic_write
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FEATURE_SETS", "CLASSIFIERS", "REFERENCE_BASELINES", "ReferenceBaseline", "is_reference",
-           "parse_reference", "reference_features", "fit_reference"]
+__all__ = [
+    "CLASSIFIERS",
+    "FEATURE_SETS",
+    "REFERENCE_BASELINES",
+    "ReferenceBaseline",
+    "fit_reference",
+    "is_reference",
+    "parse_reference",
+    "reference_features",
+]
 
 #: Version of the cached feature layout; bump when a feature set's computation changes.
 _CACHE_VERSION = 1
