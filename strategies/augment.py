@@ -71,7 +71,7 @@ class Augmentation:
         """The augmented batch (a new tensor; ``x`` is not changed)."""
         if not self.active:
             return Mixed(x, y, y, 1.0)
-        x = x.clone()
+        # every step below is out of place, so the caller's batch is never written to
         if self.time_shift:
             x = _roll_time(x, self.time_shift)
         if self.freq_masks and self.freq_mask_width:

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .data.audio import read_audio
+from .data.audio import read_audio, resample
 from .data.errors import DataError
 from .data.features import file_sha1
 from .evaluator import classification_metrics, confusion_matrix
@@ -112,9 +112,7 @@ def mfcc_stats(wave: np.ndarray, sr: int) -> np.ndarray:
     """The ``mfcc_stats`` vector of one mono signal at ``sr`` (resampled to 16 kHz)."""
     import librosa
 
-    if sr != _RATE:
-        wave = librosa.resample(wave, orig_sr=sr, target_sr=_RATE)
-    wave = np.asarray(wave, dtype=np.float32)
+    wave = resample(wave, sr, _RATE)
     if len(wave) < 400:  # shorter than one window: pad so every descriptor has a frame
         wave = np.pad(wave, (0, 400 - len(wave)))
     common = dict(n_fft=512, win_length=400, hop_length=160)
