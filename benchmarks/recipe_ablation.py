@@ -37,6 +37,8 @@ from strategies.data.prepare import DataConfig  # noqa: E402
 from strategies.evaluator import TrainConfig  # noqa: E402
 from strategies.pipeline import RunConfig, run_pipeline  # noqa: E402
 from strategies.recipes import REAL_SPEECH, real_speech_recipe  # noqa: E402
+from strategies.registry import get_strategy  # noqa: E402
+from strategies.search import equal_budget  # noqa: E402
 
 ROWS: dict[str, dict[str, Any]] = {
     # the toolkit's defaults before this work: 128 x 128 MFCC of an 8-s window, tiny space,
@@ -64,6 +66,11 @@ ROWS: dict[str, dict[str, Any]] = {
     "best-val-epoch": {"retrain": {"model_selection": "best"}},
     # the search the recipe runs: DARTS on a C = 4 supernet, the found cells retrained at C = 8
     "darts": {"strategy": "darts"},
+    # the other strategies under the same budget: one-shot ones 10 supernet epochs, random search
+    # strategies.search.equal_budget of it (4 trials of 5 epochs, the same passes over the data)
+    "enas": {"strategy": "enas"},
+    "gumbel_darts": {"strategy": "gumbel_darts"},
+    "random": {"strategy": "random"},
     # reference baselines (strategies.reference) on the same folds: deterministic, one seed suffices
     **{f"ref-{name}": {"baseline": name} for name in (
         "mfcc_stats", "mfcc_stats:svm", "egemaps", "egemaps:logreg", "compare2016", "compare2016:logreg")},
@@ -87,9 +94,12 @@ def row_config(name: str, root: str, folds: tuple[int, ...] | None, seed: int) -
         retrain = TrainConfig(**changes["retrain"])
     else:
         retrain = retrain.replace(**changes.get("retrain", {}))
+    search = base.search.replace(seed=seed, strategy=changes.get("strategy", "darts"))
+    if get_strategy(search.strategy).kind == "multi":
+        search = equal_budget(search)
     return dataclasses.replace(base, data=dataclasses.replace(base.data, features=features), space=space,
                                retrain=retrain.replace(seed=seed),
-                               search=base.search.replace(seed=seed, strategy=changes.get("strategy", "darts")),
+                               search=search,
                                folds=folds,
                                baseline=None if "strategy" in changes else changes.get("baseline", "cnn"))
 

@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     view = sub.add_parser("view", help="open a finished run's NNI experiment(s) in the NNI web UI")
     view.add_argument("run", help="run folder or NNI experiment folder")
     view.add_argument("--port", type=int, default=8080, help="web UI port (0: a free port)")
+    view.add_argument("--webui-host", default=None, metavar="ADDRESS",
+                      help="where the web UI listens: 127.0.0.1 (default), or 0.0.0.0 for every interface "
+                           "(NNI's API has no authentication; prefer an SSH tunnel)")
     view.add_argument("--experiment", default=None, metavar="ID",
                       help="which NNI experiment of the run to open (default: the first listed)")
     view.add_argument("--timeout", type=float, default=None,
@@ -329,7 +332,8 @@ def cmd_view(args: argparse.Namespace) -> int:
                 print(f" {mark} {info['id']}  {info['name'] or ''}")
         print(f"NNI web UI for experiment {server.experiment_id}: {server.url}  (Ctrl-C stops it)", flush=True)
 
-    view(args.run, port=args.port, timeout=args.timeout, experiment=args.experiment, on_ready=announce)
+    view(args.run, port=args.port, timeout=args.timeout, experiment=args.experiment, on_ready=announce,
+         host=args.webui_host)
     return 0
 
 

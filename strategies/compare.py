@@ -234,7 +234,8 @@ def compare_jobs(config: CompareConfig, prepared: PreparedData) -> list[CompareJ
 
 def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", data_dir: str | Path | None = None,
                 resume: str | Path | None = None, progress: bool = True,
-                trainer_kwargs: dict[str, Any] | None = None, webui: bool = False) -> tuple[Path, dict[str, Any]]:
+                trainer_kwargs: dict[str, Any] | None = None, webui: bool = False,
+                webui_host: str | None = None) -> tuple[Path, dict[str, Any]]:
     """Run (or resume) a comparison; see the module docstring.
 
     Parameters
@@ -252,12 +253,16 @@ def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", d
     webui
         Afterwards, show every finished run as a trial of one NNI experiment
         (:func:`publish_to_webui`; the CLI does this unless ``--no-webui``).
+    webui_host
+        Where that experiment's NNI manager listens: the loopback address (default) or ``0.0.0.0``.
 
     Returns
     -------
     The comparison folder and the report (also in ``report.json``; see :func:`build_report`).
     """
     compat.apply()
+    if webui_host is not None:
+        compat.check_manager_host(webui_host)  # before hours of work, not after
     if resume is not None:
         compare_dir = Path(resume)
         if not (compare_dir / "compare.json").is_file():
@@ -297,11 +302,12 @@ def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", d
         _write_run_summary(compare_dir / run_name, run_config, prepared)
     report = build_report(compare_dir)
     if webui:
-        report["webui"] = publish_to_webui(compare_dir)
+        report["webui"] = publish_to_webui(compare_dir, host=webui_host)
     return compare_dir, report
 
 
-def publish_to_webui(compare_dir: str | Path, port: int = 0, concurrency: int = 4) -> dict[str, Any]:
+def publish_to_webui(compare_dir: str | Path, port: int = 0, concurrency: int = 4,
+                     host: str | None = None) -> dict[str, Any]:
     """Show every finished run of a comparison together, as the trials of one NNI experiment.
 
     Each trial replays one run folder (:mod:`strategies.trial_job`, kind ``replay``): the
@@ -321,7 +327,7 @@ def publish_to_webui(compare_dir: str | Path, port: int = 0, concurrency: int = 
             for folder in folders]
     results = run_jobs_as_trials(jobs, compare_dir / "webui", port=port,
                                  experiment_name=f"ser-nas compare {compare_dir.name}",
-                                 concurrency=max(1, min(concurrency, len(jobs))))
+                                 concurrency=max(1, min(concurrency, len(jobs))), host=host)
     info = {"experiment_id": results[0]["experiment_id"], "experiment_dir": results[0]["experiment_dir"],
             "trials": {r["job"]: r["trial_id"] for r in results}}
     write_json(compare_dir / "webui.json", info)
@@ -613,6 +619,9 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="debug logging, NNI's included")
     parser.add_argument("--webui", action=argparse.BooleanOptionalAction, default=True,
                         help="show all runs together as the trials of one NNI experiment (ser-nas view DIR)")
+    parser.add_argument("--webui-host", default=None, metavar="ADDRESS",
+                        help="where that web UI listens: 127.0.0.1 (default), or 0.0.0.0 for every interface "
+                             "(NNI's API has no authentication; prefer an SSH tunnel)")
     _add_data_flags(parser)
     add_config_flags(parser, TrainConfig, prefix="search-train-", group_title="weight training during search",
                      skip=("max_epochs", "seed"))
@@ -661,10 +670,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.resume:
         compare_dir, report = run_compare(None, data_dir=args.data_dir, resume=args.resume, progress=not args.quiet,
-                                          webui=args.webui)
+                                          webui=args.webui, webui_host=args.webui_host)
     else:
         compare_dir, report = run_compare(compare_config_from_args(args), output_dir=args.output,
-                                          data_dir=args.data_dir, progress=not args.quiet, webui=args.webui)
+                                          data_dir=args.data_dir, progress=not args.quiet, webui=args.webui,
+                                          webui_host=args.webui_host)
     print(f"comparison folder: {compare_dir}")
     print(report["markdown"], end="")
     if report["missing"]:

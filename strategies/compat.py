@@ -26,25 +26,44 @@ Fixes
    which breaks on Lightning >= 2.1 (the batch arrives with a dataloader index). We pin
    ``pytorch-lightning<2.1`` (pyproject.toml) instead of patching NNI; :func:`check_stack`
    reports a clear error when an incompatible Lightning is installed.
+4. **The manager listens on every network interface.** NNI's REST server
+   (``nni_node/common/restServer.js``) defaults to ``hostName = '0.0.0.0'`` and NNI's entry
+   point (``nni_node/main.js``) never passes another, so anyone who can reach the machine
+   can read and change a running experiment through NNI's unauthenticated API.
+   :func:`apply` adds ``--require strategies/nni_listen.js`` to ``NODE_OPTIONS`` (Node's
+   documented preload hook; every NNI manager is a ``node`` child of this process), and that
+   script makes a server asked to listen on all interfaces listen on
+   ``$SER_NAS_MANAGER_HOST`` instead: the loopback address unless :func:`manager_host` says
+   otherwise. Only the loopback address or all interfaces can work: NNI's own Python client
+   dials ``localhost:PORT`` (``nni/experiment/rest.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import runpy
 import sys
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["apply", "configure_experiment", "check_stack", "TRIAL_ENTRY_MODULE"]
+__all__ = ["apply", "configure_experiment", "check_stack", "manager_host", "check_manager_host", "is_loopback", "LOOPBACK",
+           "TRIAL_ENTRY_MODULE"]
 
 #: Module that NNI's training service runs as the trial's Python (see fix 1).
 TRIAL_ENTRY_MODULE = "strategies.compat"
 
 _applied = False
+#: Where NNI managers listen unless a user opts in to more (fix 4).
+LOOPBACK = "127.0.0.1"
+#: The environment variable that strategies/nni_listen.js reads (fix 4).
+MANAGER_HOST_VARIABLE = "SER_NAS_MANAGER_HOST"
+_LISTEN_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nni_listen.js")
+_ALL_INTERFACES = ("0.0.0.0", "::")
 # Set by configure_experiment in the trial command line only (never read by the library).
 _SEED_VARIABLE = "SER_NAS_TRIAL_SEED"
 
@@ -76,8 +95,71 @@ def apply() -> None:
                            "strategies.compat needs updating for this NNI release")
     kwdefaults["ignore_comments"] = False
     serializer.load.__kwdefaults__ = kwdefaults
+    _preload_listen_script()
     _applied = True
     logger.debug("NNI compatibility fixes applied")
+
+
+def _preload_listen_script() -> None:
+    """Fix 4: make every node process started from here preload strategies/nni_listen.js."""
+    if not os.path.isfile(_LISTEN_SCRIPT):  # pragma: no cover - a broken install
+        raise RuntimeError(f"{_LISTEN_SCRIPT} is missing; reinstall ser-nas")
+    option = f'--require "{_LISTEN_SCRIPT}"'
+    current = os.environ.get("NODE_OPTIONS", "")
+    if option not in current:
+        os.environ["NODE_OPTIONS"] = f"{current} {option}".strip()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine's loopback."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_manager_host(host: str) -> str:
+    """``host`` if an NNI manager can listen there, else a one-line ValueError.
+
+    The loopback address (the default) or every interface (``0.0.0.0``, ``::``) only: NNI's
+    own client reaches its manager at ``localhost``, so a manager bound to one other address
+    would lock NNI out of its own experiment.
+    """
+    host = str(host).strip()
+    if host in _ALL_INTERFACES or is_loopback(host):
+        return host
+    raise ValueError(f"web UI host {host!r}: NNI reaches its manager at localhost, so it can listen on "
+                     f"{LOOPBACK} (the default) or on every interface (0.0.0.0) only")
+
+
+@contextlib.contextmanager
+def manager_host(host: str | None = None, port: int | None = None) -> Iterator[str]:
+    """NNI managers started inside this block listen on ``host`` (default: the loopback address).
+
+    Every interface (``0.0.0.0``) logs a one-line warning: NNI's API has no authentication, and
+    an SSH tunnel reaches a loopback manager safely.
+    """
+    apply()
+    host = check_manager_host(host or LOOPBACK)
+    if host in _ALL_INTERFACES:
+        shown = port if port else "PORT"
+        logger.warning("the NNI web UI listens on every network interface (%s): its API has no authentication, "
+                       "so anyone who reaches this machine can read and change the experiment; to view it "
+                       "from elsewhere, keep the default and tunnel: ssh -L %s:127.0.0.1:%s THIS_HOST",
+                       host, shown, shown)
+    previous = os.environ.get(MANAGER_HOST_VARIABLE)
+    os.environ[MANAGER_HOST_VARIABLE] = host
+    try:
+        yield host
+    finally:
+        if previous is None:
+            os.environ.pop(MANAGER_HOST_VARIABLE, None)
+        else:
+            os.environ[MANAGER_HOST_VARIABLE] = previous
 
 
 def configure_experiment(experiment: Any, seed: int | None = None) -> None:

@@ -31,7 +31,7 @@ from .oneshot import EpochValidation, plain_value
 from .registry import get_strategy
 from .webui import free_port
 from .trial_job import epoch_reporter
-from .training_service import check_oneshot_devices, configure_training_service
+from .training_service import check_oneshot_devices, configure_training_service, manager_listen_host
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class SearchConfig:
     nni_manager_ip: str | None = None  # remote/cluster: this machine's address as trial machines reach it; None = auto
     training_service_config: str | None = None  # JSON/YAML file with an NNI training-service config (kubeflow, ...)
     port: int = 0  # NNI web UI port; 0 = a free port
+    webui_host: str | None = None  # where the NNI manager listens: None = 127.0.0.1 (or what remote trials need); 0.0.0.0 = every interface, unauthenticated
     webui: bool = False  # one-shot: run the search as a trial of an NNI experiment, shown in the web UI (CLI: on)
     seed: int = 2  # seeds weights, batch order, and sampling
 
@@ -70,6 +71,8 @@ class SearchConfig:
             raise ValueError("epochs, trials and trial_epochs must be >= 1")
         if self.channels is not None and (self.channels < 2 or self.channels % 2):
             raise ValueError(f"channels must be an even number >= 2 or None, got {self.channels}")
+        if self.webui_host is not None:
+            compat.check_manager_host(self.webui_host)
         if self.order not in ("first", "second"):
             raise ValueError(f"order must be 'first' or 'second', got {self.order!r}")
         if self.order == "second" and self.strategy != "darts":
@@ -209,9 +212,11 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
         # local / remote / pass-through service, concurrency, GPUs per trial (after compat: trial Python)
         configure_training_service(experiment, search)
         port = search.port or free_port()
+        host = manager_listen_host(experiment.config, search.webui_host)
         logger.info("NNI web UI: http://127.0.0.1:%d  (experiment %s, %d trial(s))", port, experiment.id,
                     search.trials)
-        experiment.run(port=port)
+        with compat.manager_host(host, port):
+            experiment.run(port=port)
         top = experiment.export_top_models(top_k=1, formatter="dict")
         history = _trial_history(experiment)
         experiment_id = experiment.id
@@ -245,7 +250,7 @@ def _run_as_trial(space_config: SpaceConfig, search: SearchConfig, train: TrainC
         return None
     job["id"] = search.strategy
     name = f"ser-nas {search.strategy} {workdir.resolve()}"
-    outcome = run_jobs_as_trials([job], workdir, port=search.port, experiment_name=name)[0]
+    outcome = run_jobs_as_trials([job], workdir, port=search.port, experiment_name=name, host=search.webui_host)[0]
     result = SearchResult(**outcome["result"])
     result.experiment_id = outcome["experiment_id"]
     result.experiment_dir = outcome["experiment_dir"]

@@ -22,7 +22,6 @@ tarball, refusing more than 2000 files or 300 MB unless a ``.nniignore`` there e
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -31,10 +30,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .compat import LOOPBACK, check_manager_host, is_loopback
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["configure_training_service", "parse_machine", "load_training_service_file", "trial_python",
-           "check_code_directory"]
+__all__ = ["configure_training_service", "manager_listen_host", "parse_machine", "load_training_service_file",
+           "trial_python", "check_code_directory"]
 
 #: Training services selectable by name; any other platform goes through ``training_service_config``.
 PLATFORMS = ("local", "remote")
@@ -54,15 +55,6 @@ def parse_machine(text: str) -> tuple[str, str, int]:
     if not 0 < port < 65536:
         raise ValueError(f"remote machine {text!r}: port {port} is not in 1..65535")
     return match.group("user"), match.group("host").strip("[]"), port
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def load_training_service_file(path: str | Path) -> Any:
@@ -132,6 +124,32 @@ def check_code_directory(directory: str | Path) -> None:
                          f"holding at least one file (e.g. the output folder)")
 
 
+def manager_listen_host(config: Any, requested: str | None = None) -> str:
+    """Where the NNI manager of an experiment with NNI config ``config`` must listen.
+
+    ``requested`` (``--webui-host``) wins when given. Otherwise the loopback address, unless
+    trial machines dial the manager over the network: a non-local training service whose
+    ``nni_manager_ip`` is not a loopback address (NNI 3.0's remote service dials ``localhost``
+    when it is unset; its other services dial this machine's IPv4 address). Then every
+    interface, and :func:`strategies.compat.manager_host` warns that this exposes the API.
+    A requested loopback address that such trials could not reach is a one-line ValueError.
+    """
+
+    platform = getattr(config.training_service, "platform", "local")
+    ip = config.nni_manager_ip
+    if platform == "local" or (ip and is_loopback(ip)) or (platform == "remote" and not ip):
+        over_network = None
+    else:
+        over_network = ip or "this machine's IPv4 address"
+    if requested is None:
+        return "0.0.0.0" if over_network else LOOPBACK
+    host = check_manager_host(requested)
+    if over_network and is_loopback(host):
+        raise ValueError(f"web UI host {host}: the {platform} trial machines reach the NNI manager at "
+                         f"{over_network}, which a loopback-only manager refuses; leave --webui-host unset")
+    return host
+
+
 def configure_training_service(experiment: Any, search: Any) -> None:
     """Set ``experiment``'s training service, trial concurrency and GPUs per trial from ``search``.
 
@@ -174,7 +192,7 @@ def configure_training_service(experiment: Any, search: Any) -> None:
         platform = "remote"
         check_code_directory(Path.cwd())
         hosts = [m.host for m in machines]
-        if not search.nni_manager_ip and not all(_is_loopback(h) for h in hosts):
+        if not search.nni_manager_ip and not all(is_loopback(h) for h in hosts):
             # NNI 3.0's remote trial keepers dial "localhost" unless told otherwise
             from nni.experiment.config.utils import get_ipv4_address
 

@@ -16,8 +16,10 @@ from the experiment's database and ignores the posted config, so :class:`ViewSer
 the manager through ``nni.experiment.launcher`` with a plain placeholder config; this works
 for NAS and HPO experiments alike and needs no entry in NNI's experiment manifest.
 
-The NNI manager listens on every interface (NNI's choice, not configurable); the URLs we
-print and query are loopback (``127.0.0.1``).
+Every NNI manager started here listens on the loopback address only, unless the caller
+passes ``host="0.0.0.0"`` (NNI itself would listen on every interface; the fix is
+:func:`strategies.compat.manager_host`, fix 4). The URLs we print and query are loopback
+(``127.0.0.1``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
+from . import compat
 from .runs import RunError, read_json, write_json
 
 logger = logging.getLogger(__name__)
@@ -71,7 +74,8 @@ def _trial_log(experiment_dir: Path, trial_id: str) -> tuple[Path, str]:
 # ----------------------------------------------------------------------------- jobs as trials
 
 def run_jobs_as_trials(jobs: list[dict[str, Any]], workdir: str | Path, port: int = 0,
-                       experiment_name: str = "ser-nas", concurrency: int = 1) -> list[dict[str, Any]]:
+                       experiment_name: str = "ser-nas", concurrency: int = 1,
+                       host: str | None = None) -> list[dict[str, Any]]:
     """Run each job as one trial of an NNI experiment (shown in the web UI); return their results.
 
     Parameters
@@ -88,6 +92,8 @@ def run_jobs_as_trials(jobs: list[dict[str, Any]], workdir: str | Path, port: in
         Name shown in the web UI.
     concurrency : int
         Trials run at once.
+    host : str, optional
+        Where the NNI manager listens: the loopback address (default) or ``0.0.0.0``.
 
     Returns
     -------
@@ -129,7 +135,8 @@ def run_jobs_as_trials(jobs: list[dict[str, Any]], workdir: str | Path, port: in
     port = port or free_port()
     logger.info("NNI web UI: http://127.0.0.1:%d  (experiment %s, %d trial(s))", port, experiment.id, len(jobs))
     try:
-        experiment.start(port=port)
+        with compat.manager_host(host, port):
+            experiment.start(port=port)
         _wait(experiment, experiment_dir, len(jobs))
     finally:
         experiment.stop()
@@ -200,10 +207,11 @@ class ViewServer:
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
     """
 
-    def __init__(self, experiment_dir: str | Path, port: int = 8080) -> None:
+    def __init__(self, experiment_dir: str | Path, port: int = 8080, host: str | None = None) -> None:
         self.experiment_dir = Path(experiment_dir).resolve()
         self.experiment_id = self.experiment_dir.name
         self.port = int(port) or free_port()
+        self.host = compat.check_manager_host(host or compat.LOOPBACK)  # where the manager listens
         self._proc: Any = None
 
     @property
@@ -222,8 +230,9 @@ class ViewServer:
         config.tuner.name = "Random"
         config.experiment_working_directory = str(self.experiment_dir.parent)
         try:
-            self._proc = launcher.start_experiment("view", self.experiment_id, config.canonical_copy(), self.port,
-                                                   False, RunMode.Detach, None)
+            with compat.manager_host(self.host, self.port):
+                self._proc = launcher.start_experiment("view", self.experiment_id, config.canonical_copy(),
+                                                       self.port, False, RunMode.Detach, None)
         except Exception as error:
             self._proc = None
             raise RunError(f"{self.experiment_dir}: could not start the NNI web UI on port {self.port}: "
@@ -273,7 +282,7 @@ def _forget(experiment_id: str) -> None:
 
 
 def view(path: str | Path, port: int = 8080, timeout: float | None = None, experiment: str | None = None,
-         on_ready: Callable[[ViewServer, list[Path]], None] | None = None) -> Path:
+         on_ready: Callable[[ViewServer, list[Path]], None] | None = None, host: str | None = None) -> Path:
     """Serve a finished run's NNI experiment in the web UI until Ctrl-C or ``timeout`` seconds.
 
     Parameters
@@ -291,6 +300,8 @@ def view(path: str | Path, port: int = 8080, timeout: float | None = None, exper
     on_ready : callable, optional
         Called with the running :class:`ViewServer` and every experiment folder found (the
         CLI prints the URL and the list).
+    host : str, optional
+        Where the NNI manager listens: the loopback address (default) or ``0.0.0.0``.
 
     Returns
     -------
@@ -303,7 +314,7 @@ def view(path: str | Path, port: int = 8080, timeout: float | None = None, exper
         # a comparison folder: open the experiment that shows all its runs together
         experiment = str(read_json(summary).get("experiment_id") or "") or None
     chosen = _select(experiments, experiment, path)
-    with ViewServer(chosen, port) as server:
+    with ViewServer(chosen, port, host=host) as server:
         logger.debug("serving %s at %s", chosen, server.url)
         if on_ready is not None:
             on_ready(server, experiments)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -113,3 +115,86 @@ def test_buffer_warnings_are_quiet() -> None:
 
 def test_stack_check_passes_on_pinned_stack() -> None:
     compat.check_stack()
+
+
+# ----------------------------------------------------------------------------- fix 4: where the manager listens
+
+
+def _listen_address(host: str | None, nni_listen: bool) -> str:
+    """The address a node server gets when it asks, as NNI's RestServer does, for 0.0.0.0."""
+    from pathlib import Path
+
+    node = Path(nni.__file__).resolve().parent.parent / "nni_node" / "node"
+    env = {k: v for k, v in os.environ.items() if k not in ("NODE_OPTIONS", compat.MANAGER_HOST_VARIABLE)}
+    if nni_listen:  # the environment a manager started inside manager_host(host) inherits
+        with compat.manager_host(host):
+            env["NODE_OPTIONS"] = os.environ["NODE_OPTIONS"]
+            env[compat.MANAGER_HOST_VARIABLE] = os.environ[compat.MANAGER_HOST_VARIABLE]
+    script = ("const s = require('http').createServer(); "
+              "s.listen(0, '0.0.0.0', () => { console.log(s.address().address); s.close(); });")
+    done = subprocess.run([str(node), "-e", script], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_nni_node_listens_on_every_interface_by_itself() -> None:
+    """The defect exists: NNI's node asked for 0.0.0.0 gets every interface (guards the tests below)."""
+    assert _listen_address(None, nni_listen=False) == "0.0.0.0"
+
+
+def test_managers_listen_on_loopback_after_apply() -> None:
+    compat.apply()
+    assert compat._LISTEN_SCRIPT in os.environ["NODE_OPTIONS"]
+    compat.apply()  # idempotent: the option is added once
+    assert os.environ["NODE_OPTIONS"].count(compat._LISTEN_SCRIPT) == 1
+    assert _listen_address(None, nni_listen=True) == "127.0.0.1"
+    assert _listen_address("0.0.0.0", nni_listen=True) == "0.0.0.0"
+
+
+def test_manager_host_restores_the_environment_and_warns_for_every_interface(caplog) -> None:
+    before = os.environ.get(compat.MANAGER_HOST_VARIABLE)
+    with compat.manager_host() as host:
+        assert host == os.environ[compat.MANAGER_HOST_VARIABLE] == "127.0.0.1"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    with caplog.at_level(logging.WARNING, logger="strategies.compat"), compat.manager_host("0.0.0.0", 8123):
+        assert os.environ[compat.MANAGER_HOST_VARIABLE] == "0.0.0.0"
+    warning = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warning) == 1 and "no authentication" in warning[0]
+    assert "ssh -L 8123:127.0.0.1:8123" in warning[0] and "\n" not in warning[0]
+    assert os.environ.get(compat.MANAGER_HOST_VARIABLE) == before
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "0.0.0.0", "::"])
+def test_manager_hosts_nni_can_reach(host: str) -> None:
+    assert compat.check_manager_host(host) == host
+
+
+@pytest.mark.parametrize("host", ["192.0.2.7", "example.org", ""])
+def test_a_manager_host_nni_cannot_reach_is_a_one_line_error(host: str) -> None:
+    from strategies.search import SearchConfig
+
+    with pytest.raises(ValueError, match="localhost") as error:
+        compat.check_manager_host(host)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="0.0.0.0"):
+        SearchConfig(webui_host=host)
+
+
+def test_manager_listens_where_trial_machines_reach_it() -> None:
+    from nni.experiment import ExperimentConfig
+    from nni.experiment.config.training_services import RemoteConfig
+
+    from strategies.training_service import manager_listen_host
+
+    local = ExperimentConfig("local")
+    assert manager_listen_host(local) == "127.0.0.1"
+    assert manager_listen_host(local, "0.0.0.0") == "0.0.0.0"
+    remote = ExperimentConfig("remote")
+    remote.training_service = RemoteConfig(machine_list=[], reuse_mode=False)
+    assert manager_listen_host(remote) == "127.0.0.1"  # NNI's remote trial keepers dial localhost
+    remote.nni_manager_ip = "127.0.0.1"
+    assert manager_listen_host(remote) == "127.0.0.1"
+    remote.nni_manager_ip = "192.0.2.7"  # trial machines dial this machine over the network
+    assert manager_listen_host(remote) == "0.0.0.0"
+    with pytest.raises(ValueError, match="192.0.2.7.*leave --webui-host unset"):
+        manager_listen_host(remote, "127.0.0.1")

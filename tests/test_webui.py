@@ -10,11 +10,13 @@ Every test checks that no NNI manager of its experiments is left running.
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -60,19 +62,58 @@ def _metrics(experiment_dir: Path) -> tuple[list[tuple[str, str]], list[tuple[st
     return events, [(kind, seq, json.loads(json.loads(data))) for kind, seq, data in rows]
 
 
+def _listening(port: int) -> list[str]:
+    """Local addresses with a TCP socket listening on ``port``, as the operating system reports them."""
+    return sorted({c.laddr.ip for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port})
+
+
+def _outside_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback (None when it has none)."""
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family == socket.AF_INET and not address.address.startswith("127."):
+                return address.address
+    return None
+
+
+def _accepts(address: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        return sock.connect_ex((address, port)) == 0
+
+
+def _record_listening(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, port_of: Any,
+                      seen: list[list[str]]) -> None:
+    """Wrap ``owner.name`` (called while an experiment runs) to record where its manager listens."""
+    original = getattr(owner, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        seen.append(_listening(port_of(*args, **kwargs)))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapper)
+
+
 def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=20) as response:
         assert response.status == 200
         return response.read()
 
 
+LISTENING_DURING_DARTS: list[list[str]] = []  # where the one-shot search's manager listened
+
+
 @pytest.fixture(scope="module")
 def darts_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SearchResult, float]:
+    from strategies import webui
+
     root = tmp_path_factory.mktemp("webui-darts")
     train, val = _datasets(root / "data")
     started = time.perf_counter()
-    result = run_search(_space(), SearchConfig(strategy="darts", epochs=EPOCHS, webui=True),
-                        TrainConfig(batch_size=8), train, val, root / "run" / "search", num_classes=CLASSES)
+    with pytest.MonkeyPatch.context() as patch:
+        _record_listening(patch, webui, "_wait", lambda experiment, *_: experiment.port, LISTENING_DURING_DARTS)
+        result = run_search(_space(), SearchConfig(strategy="darts", epochs=EPOCHS, webui=True),
+                            TrainConfig(batch_size=8), train, val, root / "run" / "search", num_classes=CLASSES)
     return root / "run", result, time.perf_counter() - started
 
 
@@ -105,6 +146,8 @@ def test_oneshot_search_runs_as_an_nni_trial_with_epoch_curves(darts_run: tuple[
     assert final[0]["default"] == pytest.approx(result.history[-1]["val_ua"])
     assert set(final[0]) == {"default", "val_wa", "val_f1", "val_loss", "train_loss"}
     assert not _managers(result.experiment_id)
+    # the web UI of a default search listens on the loopback address only
+    assert LISTENING_DURING_DARTS == [["127.0.0.1"]]
 
 
 @pytest.mark.slow
@@ -133,6 +176,10 @@ def test_view_serves_the_web_ui_and_rest_api(darts_run: tuple[Path, SearchResult
     try:
         assert ready.wait(timeout=60) and not errors, errors
         base = f"http://127.0.0.1:{port}"
+        assert _listening(port) == ["127.0.0.1"]
+        outside = _outside_address()
+        if outside is not None:  # the rest of the network is refused
+            assert not _accepts(outside, port)
         page = _get(base + "/").decode()
         assert "<html" in page.lower()
         trials = json.loads(_get(base + "/api/v1/nni/trial-jobs"))
@@ -153,9 +200,15 @@ def test_view_serves_the_web_ui_and_rest_api(darts_run: tuple[Path, SearchResult
 @pytest.mark.slow
 def test_view_opens_a_multi_trial_nas_experiment(tmp_path: Path) -> None:
     # NNI's own `Experiment.view` fails for NAS experiments ("search_space field can not be customized")
+    from nni.nas.experiment import NasExperiment
+
     train, val = _datasets(tmp_path / "data")
-    result = run_search(_space(), SearchConfig(strategy="random", trials=1, trial_epochs=1),
-                        TrainConfig(batch_size=16), train, val, tmp_path / "run", num_classes=CLASSES)
+    seen: list[list[str]] = []
+    with pytest.MonkeyPatch.context() as patch:  # where the search's manager listens while it runs
+        _record_listening(patch, NasExperiment, "_wait_completion", lambda experiment: experiment.port, seen)
+        result = run_search(_space(), SearchConfig(strategy="random", trials=1, trial_epochs=1),
+                            TrainConfig(batch_size=16), train, val, tmp_path / "run", num_classes=CLASSES)
+    assert seen == [["127.0.0.1"]]
     assert result.experiment_id and not _managers(result.experiment_id)
     experiment_dir = Path(result.experiment_dir)
     with ViewServer(experiment_dir, port=0) as server:
@@ -164,6 +217,14 @@ def test_view_opens_a_multi_trial_nas_experiment(tmp_path: Path) -> None:
         assert [t["status"] for t in trials] == ["SUCCEEDED"]
         profile = json.loads(_get(server.url + "/api/v1/nni/experiment"))
         assert profile["id"] == result.experiment_id
+    assert not _managers(result.experiment_id)
+    # opting in to every interface: the rest of the network reaches it
+    outside = _outside_address()
+    with ViewServer(experiment_dir, port=0, host="0.0.0.0") as server:
+        assert _listening(server.port) == ["0.0.0.0"]
+        assert _accepts("127.0.0.1", server.port)
+        if outside is not None:
+            assert _accepts(outside, server.port)
     assert not _managers(result.experiment_id)
 
 
