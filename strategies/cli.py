@@ -141,11 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-dir", default=None)
     evaluate.add_argument("--verbose", action="store_true")
 
-    predict = sub.add_parser("predict", help="emotion and class probabilities of wav files")
+    predict = sub.add_parser("predict", help="emotion and class probabilities of recordings of any length")
     predict.add_argument("model", help="model.pt, or a run folder (its first finished fold)")
     predict.add_argument("inputs", nargs="+", help="audio files or folders")
     predict.add_argument("--fold", type=int, default=None, help="which fold's model of a run folder")
-    predict.add_argument("--output", default=None, help="write .csv or .json (default: print a table)")
+    predict.add_argument("--output", default=None,
+                         help="write every file's row (with its status) to .csv or .json (default: print a table)")
+    predict.add_argument("--timeline", default=None, metavar="DIR",
+                         help="also write the emotion per window over time: DIR/timeline.csv and a plot per recording")
+    predict.add_argument("--min-speech", type=float, default=0.5, metavar="SECONDS",
+                         help="least speech a window (and a recording) needs to be judged; less is flagged too_short")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.add_argument("--verbose", action="store_true")
 
     view = sub.add_parser("view", help="open a finished run's NNI experiment(s) in the NNI web UI")
@@ -300,24 +306,47 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import audio_files, load_predictor
+def _write_table(table: Any, out: Path) -> None:
     from .runs import atomic_write
 
-    predictor = load_predictor(args.model, args.fold)
-    table = predictor.predict(audio_files(args.inputs))
-    if args.output:
-        out = Path(args.output)
-        if out.suffix.lower() == ".json":
-            text = json.dumps(table.to_dict(orient="records"), indent=2)
-            atomic_write(out, lambda h: h.write(text.encode()))
-        else:
-            atomic_write(out, lambda h: table.to_csv(h, index=False))
-        print(f"wrote {len(table)} predictions to {out}")
+    if out.suffix.lower() == ".json":
+        text = json.dumps(json.loads(table.to_json(orient="records")), indent=2)  # NaN -> null
+        atomic_write(out, lambda h: h.write(text.encode()))
     else:
-        with_probs = table.copy()
-        print(with_probs.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    return 0
+        atomic_write(out, lambda h: table.to_csv(h, index=False))
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Score every input; write what was scored; list the files that failed; exit 1 if any did."""
+    from .plots import plot_timeline
+    from .predict import audio_files, load_predictor
+
+    predictor = load_predictor(args.model, args.fold)
+    result = predictor.analyse(audio_files(args.inputs), min_speech=args.min_speech, progress=not args.quiet)
+    table = result.files
+    if args.output:
+        _write_table(table, Path(args.output))
+        print(f"wrote {len(table)} rows to {args.output} ({(table['status'] == 'ok').sum()} scored)")
+    else:
+        shown = table.drop(columns=["message"])
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"))
+    if args.timeline:
+        folder = Path(args.timeline)
+        _write_table(result.windows, folder / "timeline.csv")
+        plots = 0
+        for number, (path, windows) in enumerate(result.windows.groupby("path", sort=False)):
+            if len(windows) > 1:
+                plot_timeline(windows, predictor.classes, folder / f"{number:03d}-{Path(path).stem}.png",
+                              title=f"{path}: emotion over time (grey: too little speech, not used)")
+                plots += 1
+        print(f"wrote the emotion of {len(result.windows)} windows to {folder / 'timeline.csv'} and {plots} plot(s)")
+    for _, row in table[table["status"] != "ok"].iterrows():
+        kind = "error" if row["status"] == "error" else f"not judged ({row['status']})"
+        print(f"{kind}: {row['path']}: {row['message']}", file=sys.stderr)
+    failed = len(result.failed)
+    if failed:
+        print(f"{failed} of {len(table)} file(s) could not be read", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_view(args: argparse.Namespace) -> int:

@@ -61,3 +61,22 @@ def plot_history(history: Sequence[dict[str, Any]], path: str | Path, title: str
     if title:
         ax.set_title(title, fontsize=9)
     return _save(fig, path)
+
+
+def plot_timeline(windows: Any, classes: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """The emotion over one recording: each class's probability per window (at the window's
+    centre), windows with too little speech shaded and left out of the recording's answer."""
+    fig = _figure(8.0, 3.2)
+    ax = fig.add_subplot()
+    centres = ((windows["start"] + windows["end"]) / 2).to_numpy()
+    for name in classes:
+        ax.plot(centres, windows[f"p_{name}"].to_numpy(), "-o", markersize=3, label=name)
+    for start, end, used in zip(windows["start"], windows["end"], windows["used"]):
+        if not used:
+            ax.axvspan(start, end, color="grey", alpha=0.15, linewidth=0)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("probability")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    ax.set_title(title or "emotion over time (grey: too little speech, not used)", fontsize=9)
+    return _save(fig, path)

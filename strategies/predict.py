@@ -1,9 +1,30 @@
-"""Run a trained model on new audio: wav files or folders -> emotion and class probabilities."""
+"""Run a trained model on new audio: recordings of any length -> emotion and class probabilities.
+
+A model judges windows of its feature recipe's ``clip_seconds``. :meth:`Predictor.analyse`
+scores a whole recording, not its first window: it cuts the recording into windows of that
+length (half a window apart; the last one ends with the recording), asks a voice-activity
+detector (:mod:`strategies.data.vad`) how much speech each holds, scores every window, and
+averages the probabilities of the windows with at least ``min_speech`` seconds of speech,
+weighted by their speech. A recording the model cannot judge is flagged, not guessed:
+
+======== ==============================================================================
+status   meaning
+======== ==============================================================================
+ok       scored; ``emotion`` and ``p_<class>`` are the speech-weighted window average
+no_speech the detector found no speech at all (digital silence, near-silence)
+too_short shorter than ``min_speech`` seconds, or less speech than that in all
+error    not readable (the message says why); the other files are still scored
+======== ==============================================================================
+
+Every file gets a row (:attr:`Predictions.files`), every window a row
+(:attr:`Predictions.windows`: the emotion over time; ``ser-nas predict --timeline``).
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +38,16 @@ from .data.audio import read_audio
 from .data.corpora import AUDIO_SUFFIXES
 from .data.errors import DataError
 from .data.features import FeatureConfig, Normalizer, compute_features
+from .data.vad import FRAME_SECONDS, speech_frames
 from .runs import RunError, load_model_bundle
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_predictor", "Predictor", "find_model", "audio_files"]
+__all__ = ["load_predictor", "Predictor", "Predictions", "find_model", "audio_files", "STATUSES"]
+
+STATUSES = ("ok", "no_speech", "too_short", "error")
+#: Default least speech, in seconds, for a window (and a recording) to be judged.
+MIN_SPEECH_SECONDS = 0.5
 
 
 def find_model(path: str | Path, fold: int | None = None) -> Path:
@@ -42,20 +68,43 @@ def find_model(path: str | Path, fold: int | None = None) -> Path:
 
 
 def audio_files(inputs: Iterable[str | Path]) -> list[Path]:
-    """Audio files named, or found (recursively, sorted) in the folders named."""
+    """Audio files named, or found (recursively, sorted) in the folders named.
+
+    A missing path, or a folder without audio, stays in the list as it is: :meth:`Predictor.analyse`
+    gives it an ``error`` row, so one wrong argument never costs the other files' results.
+    """
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-            if not found:
-                raise DataError(f"{path}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in this folder")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
+            files.extend(found or [path])
         else:
-            raise DataError(f"{path}: no such file or folder")
+            files.append(path)
     return files
+
+
+@dataclass
+class Predictions:
+    """What :meth:`Predictor.analyse` found."""
+
+    files: pd.DataFrame  # one row per input: path, status, emotion, p_<class>..., seconds, speech_seconds, windows, message
+    windows: pd.DataFrame  # one row per window: path, start, end, speech_seconds, used, emotion, p_<class>...
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        """The rows of the files that could not be read."""
+        return self.files[self.files["status"] == "error"]
+
+
+def _window_starts(seconds: float, length: float) -> list[float]:
+    """Window starts, half a window apart, the last window ending with the recording."""
+    if seconds <= length:
+        return [0.0]
+    hop = length / 2
+    starts = list(np.arange(0.0, seconds - length, hop))
+    starts.append(seconds - length)
+    return [float(s) for s in starts]
 
 
 class Predictor:
@@ -74,23 +123,88 @@ class Predictor:
             raise RunError(f"{source}: weights do not match the architecture ({str(error).splitlines()[0]})") from None
         self.model.eval()
 
-    def features_of(self, path: str | Path) -> np.ndarray:
-        wave, sr = read_audio(path, self.features.sample_rate)
-        x = compute_features(wave, sr, self.features)
-        return self.normalizer.transform(x).astype(np.float32)
+    def _features(self, wave: np.ndarray, sr: int) -> np.ndarray:
+        return self.normalizer.transform(compute_features(wave, sr, self.features)).astype(np.float32)
 
     @torch.no_grad()
-    def predict(self, files: list[Path], batch_size: int = 32) -> pd.DataFrame:
-        """One row per file: path, predicted emotion, and a probability column per class."""
-        rows = []
-        for start in range(0, len(files), batch_size):
-            chunk = files[start:start + batch_size]
-            x = torch.from_numpy(np.stack([self.features_of(p) for p in chunk])).unsqueeze(1)
-            probs = torch.softmax(self.model(x).float(), dim=1).numpy()
-            for path, p in zip(chunk, probs):
-                rows.append({"path": str(path), "emotion": self.classes[int(p.argmax())],
-                             **{f"p_{c}": float(v) for c, v in zip(self.classes, p)}})
-        return pd.DataFrame(rows)
+    def _probabilities(self, inputs: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
+        out = []
+        for start in range(0, len(inputs), batch_size):
+            x = torch.from_numpy(np.stack(inputs[start:start + batch_size])).unsqueeze(1)
+            out.append(torch.softmax(self.model(x).float(), dim=1).numpy())
+        return np.concatenate(out)
+
+    def _analyse_one(self, path: Path, min_speech: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        nan = {f"p_{c}": float("nan") for c in self.classes}
+        row: dict[str, Any] = {"path": str(path), "status": "error", "emotion": "", **nan, "seconds": float("nan"),
+                               "speech_seconds": float("nan"), "windows": 0, "message": ""}
+        if path.is_dir():
+            row["message"] = f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in this folder"
+            return row, []
+        try:
+            wave, sr = read_audio(path, self.features.sample_rate)
+        except DataError as error:
+            row["message"] = str(error).removeprefix(f"{path}: ")
+            return row, []
+        seconds = len(wave) / sr
+        speech = speech_frames(wave, sr)
+        row.update(seconds=seconds, speech_seconds=float(speech.sum()) * FRAME_SECONDS)
+        if seconds < min_speech:
+            row.update(status="too_short", message=f"{seconds:.2f} s of audio; the least judged is {min_speech:g} s")
+            return row, []
+        if not speech.any():
+            row.update(status="no_speech", message="no speech found")
+            return row, []
+        if row["speech_seconds"] < min_speech:
+            row.update(status="too_short",
+                       message=f"{row['speech_seconds']:.2f} s of speech; the least judged is {min_speech:g} s")
+            return row, []
+
+        length = self.features.clip_seconds
+        starts = _window_starts(seconds, length)
+        windows, inputs = [], []
+        for start in starts:
+            end = min(seconds, start + length)
+            first, last = int(start / FRAME_SECONDS), int(np.ceil(end / FRAME_SECONDS))
+            windows.append({"path": str(path), "start": start, "end": end,
+                            "speech_seconds": float(speech[first:last].sum()) * FRAME_SECONDS})
+            inputs.append(self._features(wave[int(round(start * sr)):int(round(end * sr))], sr))
+        probs = self._probabilities(inputs)
+        weights = np.array([w["speech_seconds"] for w in windows])
+        used = weights >= min_speech
+        if not used.any():  # speech scattered thinner than min_speech per window: the window with the most
+            used[int(weights.argmax())] = True
+        for window, p, flag in zip(windows, probs, used):
+            window.update(used=bool(flag), emotion=self.classes[int(p.argmax())],
+                          **{f"p_{c}": float(v) for c, v in zip(self.classes, p)})
+        mean = (probs[used] * weights[used, None]).sum(axis=0) / weights[used].sum()
+        row.update(status="ok", emotion=self.classes[int(mean.argmax())], windows=int(used.sum()),
+                   **{f"p_{c}": float(v) for c, v in zip(self.classes, mean)})
+        return row, windows
+
+    def analyse(self, files: Iterable[str | Path], min_speech: float = MIN_SPEECH_SECONDS,
+                progress: bool = False) -> Predictions:
+        """Score every file (see the module docstring); a file that fails never stops the others."""
+        from tqdm.auto import tqdm
+
+        if min_speech <= 0:
+            raise ValueError(f"min_speech must be > 0 seconds, got {min_speech}")
+        files = [Path(f) for f in files]
+        rows, windows = [], []
+        for path in tqdm(files, desc="predict", unit="file", disable=not progress, leave=False):
+            row, file_windows = self._analyse_one(path, min_speech)
+            rows.append(row)
+            windows.extend(file_windows)
+        window_columns = ["path", "start", "end", "speech_seconds", "used", "emotion",
+                          *(f"p_{c}" for c in self.classes)]
+        return Predictions(pd.DataFrame(rows, columns=["path", "status", "emotion",
+                                                       *(f"p_{c}" for c in self.classes),
+                                                       "seconds", "speech_seconds", "windows", "message"]),
+                           pd.DataFrame(windows, columns=window_columns))
+
+    def predict(self, files: Iterable[str | Path], min_speech: float = MIN_SPEECH_SECONDS) -> pd.DataFrame:
+        """One row per file (``analyse(files).files``): path, status, emotion, probabilities, ..."""
+        return self.analyse(files, min_speech).files
 
 
 def load_predictor(path: str | Path, fold: int | None = None) -> Predictor:
