@@ -18,7 +18,7 @@ import soundfile as sf
 from ser_space import SpaceConfig, build_model, export_architecture
 from strategies.baselines import hand_designed_architecture
 from strategies.data.features import FeatureConfig, Normalizer
-from strategies.predict import Predictor, _window_starts, audio_files, load_predictor
+from strategies.predict import _window_starts, audio_files, load_predictor
 from strategies.runs import save_model_bundle
 
 CLASSES = ["ang", "hap", "neu", "sad"]
