@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,13 +33,6 @@ class _NotFromNNI(logging.Filter):
         return not (record.name == "nni" or record.name.startswith("nni."))
 
 
-class _DropNNINoise(logging.Filter):
-    """A warning NNI 3.0 emits three times per one-shot run about a setting it then ignores."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "will be ignored for sequential execution engine" not in record.getMessage()
-
-
 def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname).1s %(name)s: %(message)s", datefmt="%H:%M:%S",
@@ -47,8 +41,10 @@ def _configure_logging(verbose: bool) -> None:
         handler.addFilter(_NotFromNNI())
     for noisy in ("nni", "pytorch_lightning", "lightning", "lightning_fabric", "numba", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
-    for name in ("nni.nas.experiment.config.experiment", "nni.nas.experiment.config"):
-        logging.getLogger(name).addFilter(_DropNNINoise())
+    if verbose:  # other packages' warnings too (strategies.compat, fix 2), in trial processes as well
+        from .compat import VERBOSE_VARIABLE
+
+        os.environ[VERBOSE_VARIABLE] = "1"
 
 
 def _space_preset(name: str) -> Any:

@@ -19,9 +19,17 @@ Fixes
    NNI's training service; :func:`configure_experiment` makes their command
    ``python -m strategies.compat -m nni.nas.execution.training_service trial``, which
    applies the fixes and then runs NNI's trial entry point unchanged.
-2. **Harmless warnings.** NNI 3.0 scans ``torch.nn`` at import time and warns that
-   ``torch.nn.Buffer`` and other new non-module classes are "not a nn.Module"; they are
-   not layers and the warning is noise. Filtered by message, for NNI's module only.
+2. **Console noise.** NNI 3.0 scans ``torch.nn`` at import time and warns that
+   ``torch.nn.Buffer`` and other new non-module classes are "not a nn.Module"; Lightning 2.0
+   raises a ``FutureWarning`` about torch's ``LeafSpec`` and a torchmetrics
+   ``DeprecationWarning`` on every epoch; NNI logs "Validation dataloaders are missing",
+   "Checkpoint callback is found to be None" and "will be ignored for sequential execution
+   engine" about settings it then handles; gym prints a four-line "unmaintained" banner on
+   import; NNI colours its console lines even in a file or pipe. None is ours to act on.
+   Each is silenced where it starts (a warning filter by message, a logging filter on the
+   NNI logger that emits it, gym imported once with that banner caught, NNI's own
+   colourless formatter on its console handler when stdout is not a terminal), unless
+   ``$SER_NAS_VERBOSE`` is 1 (``ser-nas --verbose``).
 3. **ENAS and Lightning.** NNI 3.0's ENAS unpacks ``x, y = batch`` in its training step,
    which breaks on Lightning >= 2.1 (the batch arrives with a dataloader index). We pin
    ``pytorch-lightning<2.1`` (pyproject.toml) instead of patching NNI; :func:`check_stack`
@@ -51,7 +59,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["apply", "configure_experiment", "check_stack", "manager_host", "check_manager_host", "is_loopback", "LOOPBACK",
+__all__ = ["verbose", "apply", "configure_experiment", "check_stack", "manager_host", "check_manager_host", "is_loopback", "LOOPBACK",
            "TRIAL_ENTRY_MODULE"]
 
 #: Module that NNI's training service runs as the trial's Python (see fix 1).
@@ -68,23 +76,76 @@ _ALL_INTERFACES = ("0.0.0.0", "::")
 _SEED_VARIABLE = "SER_NAS_TRIAL_SEED"
 
 
-def _quiet_warnings() -> None:
-    warnings.filterwarnings(
-        "ignore",
-        message=r".*is found to be not a nn\.Module.*",
-        category=RuntimeWarning,
-    )
-    # Lightning 2.0 warns about few batches / workers on every tiny run; these are advice,
-    # not problems, and drown the per-epoch metrics we print.
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", message=r".*pkg_resources is deprecated.*")
+#: Set to 1 (``ser-nas --verbose`` does) to see every other package's warnings again (fix 2).
+VERBOSE_VARIABLE = "SER_NAS_VERBOSE"
+
+# fix 2: warnings other packages raise on every run, about their own internals, by message
+_NOISE_WARNINGS = (
+    (r".*is found to be not a nn\.Module.*", RuntimeWarning),  # NNI's scan of torch.nn
+    # Lightning 2.0 on every tiny run: advice, not problems, drowning the per-epoch metrics
+    (r".*does not have many workers.*", Warning),
+    (r".*is smaller than the logging interval.*", Warning),
+    (r".*pkg_resources is deprecated.*", Warning),
+    (r".*declare_namespace.*", DeprecationWarning),
+    # Lightning 2.0's _pytree on torch >= 2.5: its own use of torch's LeafSpec
+    (r".*isinstance\(treespec, LeafSpec\).*", FutureWarning),
+    # torchmetrics on Lightning 2.0: Lightning reads a property torchmetrics renamed
+    (r".*Use `Metric\.updated_called` instead.*", DeprecationWarning),
+)
+# fix 2: NNI log records about settings it then handles itself, by logger and message
+_NOISE_RECORDS = {
+    "nni.nas.experiment.config.experiment": "will be ignored for sequential execution engine",
+    "nni.nas.evaluator.pytorch.lightning": "Validation dataloaders are missing",
+    "nni.nas.oneshot.pytorch.strategy": "Checkpoint callback is found to be None",
+}
+
+
+class _DropRecord(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def verbose() -> bool:
+    """Whether other packages' warnings are shown (``$SER_NAS_VERBOSE`` is 1)."""
+    return os.environ.get(VERBOSE_VARIABLE, "") == "1"
+
+
+def _quiet_console() -> None:
+    """Fix 2: the console carries our messages, not other packages' noise (unless verbose)."""
+    if verbose():
+        return
+    for message, category in _NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    if not _applied:
+        for name, text in _NOISE_RECORDS.items():
+            logging.getLogger(name).addFilter(_DropRecord(text))
+        # gym prints a four-line "unmaintained" banner on import (a print, not a warning):
+        # import it once here, that banner caught (tianshou, for NNI's ENAS, needs gym's spaces)
+        if "gym" not in sys.modules:
+            import contextlib
+            import importlib.util
+            import io
+
+            if importlib.util.find_spec("gym") is not None:
+                with contextlib.redirect_stderr(io.StringIO()):
+                    import gym  # noqa: F401
+        # NNI colours its console lines even when they go to a file or a pipe: not there
+        if not (hasattr(sys.stdout, "isatty") and sys.stdout.isatty()):
+            from nni.runtime import log as nni_log
+
+            handler = nni_log._handlers.get("_stdout_")
+            if handler is not None:
+                handler.setFormatter(nni_log._LogFileFormatter())
 
 
 def apply() -> None:
     """Apply every fix of this module (idempotent)."""
     global _applied
-    _quiet_warnings()
+    _quiet_console()
     if _applied:
         return
     from nni.common import serializer

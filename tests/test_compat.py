@@ -198,3 +198,36 @@ def test_manager_listens_where_trial_machines_reach_it() -> None:
     assert manager_listen_host(remote) == "0.0.0.0"
     with pytest.raises(ValueError, match="192.0.2.7.*leave --webui-host unset"):
         manager_listen_host(remote, "127.0.0.1")
+
+
+# ----------------------------------------------------------------------------- fix 2: a quiet console
+
+NOISE = ("Gym has been unmaintained", "LeafSpec", "updated_called", "Checkpoint callback is found to be None",
+         "Validation dataloaders are missing", "will be ignored for sequential execution engine",
+         "not a nn.Module", "\x1b[")
+
+
+def _search(tmp_path, *flags: str) -> tuple[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != compat.VERBOSE_VARIABLE}
+    env["OMP_NUM_THREADS"] = "1"
+    done = subprocess.run([sys.executable, "-m", "strategies.cli", "search", "--epochs", "1",
+                           "--retrain-max-epochs", "1", "--quiet", "--output", str(tmp_path), *flags],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout, done.stderr
+
+
+@pytest.mark.slow
+def test_a_default_search_prints_none_of_the_other_packages_noise(tmp_path) -> None:
+    for flags in ((), ("--no-webui",)):  # the web UI's trial process, and the in-process search
+        out, err = _search(tmp_path, *flags)
+        found = [text for text in NOISE if text in out + err]
+        assert not found, (flags, found, err)
+        assert "test UA" in out
+
+
+@pytest.mark.slow
+def test_verbose_shows_the_other_packages_warnings_again(tmp_path) -> None:
+    out, err = _search(tmp_path, "--no-webui", "--verbose")
+    assert "Checkpoint callback is found to be None" in out + err
+    assert "LeafSpec" in err
