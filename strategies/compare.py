@@ -57,6 +57,8 @@ from .data.prepare import DataConfig, PreparedData, prepare_data
 from .evaluator import TrainConfig
 from .pipeline import RunConfig, adapt_space, run_fold, summarize_folds
 from .reference import is_reference, parse_reference
+from .progress import bar
+from .progress import shown as progress_shown
 from .registry import get_strategy
 from .runs import RunError, atomic_write, new_run_dir, package_versions, read_json, write_json
 from .search import SearchConfig, equal_budget
@@ -286,16 +288,21 @@ def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", d
     # compare_dir / job.run_name, and the report below reads whatever finished.
     started = time.perf_counter()
     done = 0
-    for number, job in enumerate(jobs, 1):
-        run_dir = compare_dir / job.run_name
-        if not (run_dir / "config.json").is_file():
-            write_json(run_dir / "config.json", job.config.to_dict())
-        if (run_dir / f"fold-{job.fold}" / "metrics.json").is_file():
-            logger.info("[%d/%d] %s fold %d already finished: skipped", number, len(jobs), job.run_name, job.fold)
-            continue
-        logger.info("[%d/%d] %s fold %d", number, len(jobs), job.run_name, job.fold)
-        run_fold(job.config, prepared, space, prepared.folds[job.fold], run_dir, trainer_kwargs)
-        done += 1
+    with progress_shown(progress):
+        job_bar = bar(len(jobs), "compare", "run")
+        for number, job in enumerate(jobs, 1):
+            run_dir = compare_dir / job.run_name
+            if not (run_dir / "config.json").is_file():
+                write_json(run_dir / "config.json", job.config.to_dict())
+            if (run_dir / f"fold-{job.fold}" / "metrics.json").is_file():
+                logger.info("[%d/%d] %s fold %d already finished: skipped", number, len(jobs), job.run_name,
+                            job.fold)
+            else:
+                logger.info("[%d/%d] %s fold %d", number, len(jobs), job.run_name, job.fold)
+                run_fold(job.config, prepared, space, prepared.folds[job.fold], run_dir, trainer_kwargs)
+                done += 1
+            job_bar.update(1)
+        job_bar.close()
     logger.info("%d run(s) done in %.0f s (%d already finished)", done, time.perf_counter() - started,
                 len(jobs) - done)
     for run_name, run_config in {j.run_name: j.config for j in jobs}.items():

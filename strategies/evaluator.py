@@ -25,6 +25,7 @@ from nni.nas.evaluator.pytorch import DataLoader, Lightning, LightningModule, Tr
 from torch import nn
 
 from .augment import Augmentation
+from .progress import EpochBar, enabled
 
 logger = logging.getLogger(__name__)
 
@@ -347,8 +348,12 @@ def _nni_metric(entry: dict[str, Any]) -> dict[str, float]:
 
 def make_lightning(module: SERModule, config: TrainConfig, train_dataset: Any, val_dataset: Any,
                    callbacks: Sequence[Any] = (), default_root_dir: str | None = None,
-                   enable_progress_bar: bool = False, **trainer_kwargs: Any) -> Lightning:
+                   enable_progress_bar: bool = False, progress: str | None = None,
+                   **trainer_kwargs: Any) -> Lightning:
     """NNI's ``Lightning`` evaluator over traced dataloaders, from a :class:`TrainConfig`.
+
+    ``progress`` names an epoch bar with an ETA (:class:`strategies.progress.EpochBar`), shown
+    inside :func:`strategies.progress.shown` only.
 
     ``trainer_kwargs`` pass through to Lightning's Trainer (for example ``strategy="ddp"``);
     ``gradient_clip_val`` is set from the config unless the caller sets it (one-shot
@@ -376,5 +381,7 @@ def make_lightning(module: SERModule, config: TrainConfig, train_dataset: Any, v
         callbacks=list(callbacks),
         default_root_dir=default_root_dir,
     )
+    if progress and enabled():
+        kwargs["callbacks"].append(EpochBar(progress, module))
     kwargs.update(trainer_kwargs)
     return Lightning(module, Trainer(**kwargs), train_dataloaders=train_loader, val_dataloaders=val_loader)

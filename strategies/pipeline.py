@@ -47,6 +47,8 @@ from .data.folds import Fold
 from .data.prepare import DataConfig, PreparedData, prepare_data
 from .evaluator import SERModule, TrainConfig, evaluate_model, make_lightning
 from .plots import plot_confusion, plot_history
+from .progress import bar
+from .progress import shown as progress_shown
 from .reference import REFERENCE_BASELINES, fit_reference, is_reference, parse_reference, reference_features
 from .runs import RunError, atomic_write, new_run_dir, package_versions, read_json, save_model_bundle, write_json
 from .search import SearchConfig, SearchResult, run_search
@@ -174,12 +176,15 @@ class _KeepBest(pl.Callback):
 
 def train_model(model: torch.nn.Module, config: TrainConfig, train_dataset: FeatureDataset,
                 val_dataset: FeatureDataset, num_classes: int,
-                trainer_kwargs: dict[str, Any] | None = None) -> tuple[torch.nn.Module, list[dict[str, Any]], int]:
-    """Train a fixed model with the shared evaluator; returns (model, history, selected epoch)."""
+                trainer_kwargs: dict[str, Any] | None = None,
+                progress: str | None = None) -> tuple[torch.nn.Module, list[dict[str, Any]], int]:
+    """Train a fixed model with the shared evaluator; returns (model, history, selected epoch).
+
+    ``progress`` names the epoch bar (shown inside :func:`strategies.progress.shown`)."""
     pl.seed_everything(config.seed, workers=True)
     module = SERModule.from_config(config, num_classes, train_dataset.labels.tolist())
     keep = _KeepBest(module)
-    lightning = make_lightning(module, config, train_dataset, val_dataset, callbacks=[keep],
+    lightning = make_lightning(module, config, train_dataset, val_dataset, callbacks=[keep], progress=progress,
                                **(trainer_kwargs or {}))
     lightning.evaluate(model)
     model = model.cpu()
@@ -203,7 +208,8 @@ def _select_folds(prepared: PreparedData, folds: tuple[int, ...] | None) -> list
 
 
 def _architecture_for(config: RunConfig, space: SpaceConfig, datasets: dict[str, FeatureDataset],
-                      workdir: Path, trainer_kwargs: dict[str, Any] | None) -> tuple[dict[str, Any], SearchResult | None]:
+                      workdir: Path, trainer_kwargs: dict[str, Any] | None,
+                      progress: str | None = None) -> tuple[dict[str, Any], SearchResult | None]:
     if config.architecture:
         arch = load_architecture(config.architecture, expected_config=space)
         return arch.sample, None
@@ -214,7 +220,8 @@ def _architecture_for(config: RunConfig, space: SpaceConfig, datasets: dict[str,
     search_space = space if config.search.channels is None else space.replace(channels=config.search.channels)
     result = run_search(search_space, config.search, config.search_train, datasets["train"], datasets["val"],
                         workdir, num_classes=space.num_classes,
-                        train_labels=datasets["train"].labels.tolist(), trainer_kwargs=trainer_kwargs)
+                        train_labels=datasets["train"].labels.tolist(), trainer_kwargs=trainer_kwargs,
+                        progress=progress)
     return validate_architecture(result.architecture, space), result
 
 
@@ -235,7 +242,8 @@ def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold
     datasets, normalizer = fold_datasets(prepared, fold)
 
     started = time.perf_counter()
-    sample, search = _architecture_for(config, space, datasets, work / "search", trainer_kwargs)
+    sample, search = _architecture_for(config, space, datasets, work / "search", trainer_kwargs,
+                                       progress=f"fold-{fold.index} search")
     search_seconds = time.perf_counter() - started
     meta = {"method": config.method, "dataset": prepared.config.dataset, "fold": fold.index,
             "search_seconds": search_seconds}
@@ -262,7 +270,8 @@ def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold
     model = build_model(sample, retrain_space)
     parameters = count_parameters(model)
     model, history, selected_epoch = train_model(model, config.retrain, datasets["train"], datasets["val"],
-                                                 space.num_classes, trainer_kwargs)
+                                                 space.num_classes, trainer_kwargs,
+                                                 progress=f"fold-{fold.index} retrain")
     retrain_seconds = time.perf_counter() - started
     _write_history_csv(work / "retrain.csv", history)
     _picture(plot_history, history, work / "retrain.png", title=f"retrain, fold {fold.index}")
@@ -411,13 +420,18 @@ def run_pipeline(config: RunConfig, output_dir: str | Path = "runs", data_dir: s
     logger.info("run folder %s", run_dir)
 
     metrics: list[dict[str, Any]] = []
-    for fold in _select_folds(prepared, config.folds):
-        done = run_dir / f"fold-{fold.index}" / "metrics.json"
-        if done.is_file():
-            logger.info("fold %d already finished: skipped", fold.index)
-            metrics.append(read_json(done))
-            continue
-        metrics.append(run_fold(config, prepared, space, fold, run_dir, trainer_kwargs))
+    folds = _select_folds(prepared, config.folds)
+    with progress_shown(progress):
+        fold_bar = bar(len(folds), config.method, "fold")
+        for fold in folds:
+            done = run_dir / f"fold-{fold.index}" / "metrics.json"
+            if done.is_file():
+                logger.info("fold %d already finished: skipped", fold.index)
+                metrics.append(read_json(done))
+            else:
+                metrics.append(run_fold(config, prepared, space, fold, run_dir, trainer_kwargs))
+            fold_bar.update(1)
+        fold_bar.close()
 
     summary = {"method": config.method, "dataset": config.data.dataset, "classes": list(prepared.classes),
                "per_fold": [{k: m[k] for k in ("fold", "test_ua", "test_wa", "test_f1", "parameters",

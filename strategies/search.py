@@ -144,11 +144,13 @@ def _plain(sample: dict[str, Any]) -> dict[str, Any]:
 
 def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConfig, train_dataset: Any,
                val_dataset: Any, workdir: str | Path, num_classes: int | None = None,
-               train_labels: list[int] | None = None, trainer_kwargs: dict[str, Any] | None = None) -> SearchResult:
+               train_labels: list[int] | None = None, trainer_kwargs: dict[str, Any] | None = None,
+               progress: str | None = None) -> SearchResult:
     """Search ``SERSpace(space_config)`` with ``search.strategy``; see the module docstring.
 
     ``train`` gives the weight optimisation (optimizer, learning rates, batch size, device);
-    its ``max_epochs`` is replaced by the search budget.
+    its ``max_epochs`` is replaced by the search budget. ``progress`` names the bar of a
+    one-shot search's epochs (shown inside :func:`strategies.progress.shown`).
     """
     from nni.nas.experiment import NasExperiment
 
@@ -160,7 +162,7 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
     workdir.mkdir(parents=True, exist_ok=True)
     if search.webui and spec.kind == "oneshot":
         result = _run_as_trial(space_config, search, train, train_dataset, val_dataset, workdir, num_classes,
-                               train_labels, trainer_kwargs)
+                               train_labels, trainer_kwargs, progress)
         if result is not None:
             return result
     num_classes = num_classes or space_config.num_classes
@@ -183,7 +185,7 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
         if reporter is not None:
             callbacks.append(reporter)
         evaluator = make_lightning(module, config, train_dataset, val_dataset, callbacks=callbacks,
-                                   default_root_dir=str(workdir), gradient_clip_val=None,
+                                   default_root_dir=str(workdir), gradient_clip_val=None, progress=progress,
                                    **(trainer_kwargs or {}))
         experiment = NasExperiment(space, evaluator, strategy)
         experiment.config.experiment_working_directory = str((workdir / "nni").resolve())
@@ -233,7 +235,7 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
 
 def _run_as_trial(space_config: SpaceConfig, search: SearchConfig, train: TrainConfig, train_dataset: Any,
                   val_dataset: Any, workdir: Path, num_classes: int | None, train_labels: list[int] | None,
-                  trainer_kwargs: dict[str, Any] | None) -> SearchResult | None:
+                  trainer_kwargs: dict[str, Any] | None, progress: str | None = None) -> SearchResult | None:
     """A one-shot search run as the single trial of an NNI experiment (see strategies.webui).
 
     None when the datasets or trainer options cannot be shipped to a trial as plain values
@@ -250,7 +252,8 @@ def _run_as_trial(space_config: SpaceConfig, search: SearchConfig, train: TrainC
         return None
     job["id"] = search.strategy
     name = f"ser-nas {search.strategy} {workdir.resolve()}"
-    outcome = run_jobs_as_trials([job], workdir, port=search.port, experiment_name=name, host=search.webui_host)[0]
+    outcome = run_jobs_as_trials([job], workdir, port=search.port, experiment_name=name, host=search.webui_host,
+                                 progress=(progress, search.epochs) if progress else None)[0]
     result = SearchResult(**outcome["result"])
     result.experiment_id = outcome["experiment_id"]
     result.experiment_dir = outcome["experiment_dir"]

@@ -75,7 +75,7 @@ def _trial_log(experiment_dir: Path, trial_id: str) -> tuple[Path, str]:
 
 def run_jobs_as_trials(jobs: list[dict[str, Any]], workdir: str | Path, port: int = 0,
                        experiment_name: str = "ser-nas", concurrency: int = 1,
-                       host: str | None = None) -> list[dict[str, Any]]:
+                       host: str | None = None, progress: tuple[str, int] | None = None) -> list[dict[str, Any]]:
     """Run each job as one trial of an NNI experiment (shown in the web UI); return their results.
 
     Parameters
@@ -94,6 +94,9 @@ def run_jobs_as_trials(jobs: list[dict[str, Any]], workdir: str | Path, port: in
         Trials run at once.
     host : str, optional
         Where the NNI manager listens: the loopback address (default) or ``0.0.0.0``.
+    progress : (str, int), optional
+        A bar's name and total: the trials' intermediate results (one per epoch) counted as
+        they arrive (shown inside :func:`strategies.progress.shown`).
 
     Returns
     -------
@@ -137,7 +140,7 @@ def run_jobs_as_trials(jobs: list[dict[str, Any]], workdir: str | Path, port: in
     try:
         with compat.manager_host(host, port):
             experiment.start(port=port)
-        _wait(experiment, experiment_dir, len(jobs))
+        _wait(experiment, experiment_dir, len(jobs), progress)
     finally:
         experiment.stop()
     results = []
@@ -149,9 +152,27 @@ def run_jobs_as_trials(jobs: list[dict[str, Any]], workdir: str | Path, port: in
     return results
 
 
-def _wait(experiment: Any, experiment_dir: Path, expected: int) -> None:
+def _wait(experiment: Any, experiment_dir: Path, expected: int, progress: tuple[str, int] | None = None) -> None:
     """Poll until every trial finished; a failed trial raises with its log path."""
+    from .progress import bar, enabled
+
+    counter = bar(progress[1], progress[0], "epoch") if progress and enabled() else None
+    try:
+        _poll(experiment, experiment_dir, expected, counter)
+    finally:
+        if counter is not None:
+            counter.close()
+
+
+def _poll(experiment: Any, experiment_dir: Path, expected: int, counter: Any) -> None:
     while True:
+        if counter is not None:
+            try:
+                metrics = experiment.get_job_metrics()
+                done = sum(m.type == "PERIODICAL" for trial in metrics.values() for m in trial)
+                counter.update(max(0, min(done, counter.total) - counter.n))
+            except Exception:  # pragma: no cover - a bar must never fail a search
+                pass
         trials = experiment.list_trial_jobs()
         for trial in trials:
             if trial.status in _FAILED:

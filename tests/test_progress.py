@@ -1,0 +1,64 @@
+"""Progress bars: shown inside ``progress.shown`` on a terminal, never elsewhere; epochs with an ETA."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+from ser_space import SpaceConfig, build_model
+from strategies import progress
+from strategies.baselines import hand_designed_architecture
+from strategies.data.dataset import FeatureDataset
+from strategies.evaluator import TrainConfig
+from strategies.pipeline import train_model
+
+from conftest import write_random_features
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _train(tmp_path: Path) -> None:
+    path, labels = write_random_features(tmp_path, num=24, n_coefficients=16, frames=32)
+    train = FeatureDataset(str(path), list(range(16)), labels[:16])
+    val = FeatureDataset(str(path), list(range(16, 24)), labels[16:])
+    space = SpaceConfig.tiny().replace(n_mfcc=16, frames=32, num_classes=4)
+    model = build_model(hand_designed_architecture("cnn", space), space)
+    train_model(model, TrainConfig(max_epochs=3, batch_size=8), train, val, 4, progress="fold-0 retrain")
+
+
+def test_epoch_bar_counts_epochs_with_an_eta_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with progress.shown():
+        assert progress.enabled()
+        _train(tmp_path)
+    assert not progress.enabled()
+    text = terminal.getvalue()
+    assert "fold-0 retrain" in text and "3/3" in text and "epoch" in text and "val_ua=" in text
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_no_bar_outside_shown_or_off_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                inside: bool) -> None:
+    pipe = io.StringIO()  # not a terminal
+    monkeypatch.setattr(sys, "stderr", _Terminal() if not inside else pipe)
+    if inside:
+        with progress.shown():
+            _train(tmp_path)
+    else:
+        _train(tmp_path)
+    assert "fold-0 retrain" not in sys.stderr.getvalue()
+
+
+def test_shown_false_turns_bars_off_in_nested_blocks() -> None:
+    with progress.shown(True):
+        with progress.shown(False):
+            assert not progress.enabled()
+            assert progress.bar(3, "x", "epoch").disable
+        assert progress.enabled()
