@@ -362,10 +362,69 @@ def cmd_view(args: argparse.Namespace) -> int:
     return 0
 
 
+_RECEIVED: list[int] = []  # signals turned into Stopped during this process
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a scheduler's time limit, ``timeout``, a container stop, a closed
+    terminal), raised in the main thread so that it unwinds exactly as Ctrl-C does: NNI
+    experiments and managers are stopped, finished folds are kept."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_on_signals() -> dict[int, Any]:
+    """Turn SIGTERM and SIGHUP into :class:`Stopped` (main thread only); the previous handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def stop(signum: int, frame: Any) -> None:
+        _RECEIVED.append(signum)  # NNI's run() swallows the exception and the caller raises a plain one
+        raise Stopped(signum)
+
+    return {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+
+def _interrupted(args: argparse.Namespace, error: KeyboardInterrupt) -> int:
+    """The one message of an interrupted command: what was kept and how to go on; 128 + signal."""
+    import signal
+
+    signum = error.signum if isinstance(error, Stopped) else _RECEIVED[-1] if _RECEIVED else signal.SIGINT
+    name = signal.Signals(signum).name
+    folder = getattr(error, "resume_dir", None)
+    command = "compare" if args.command == "compare" else "search"
+    if args.command in ("search", "retrain", "compare", "reproduce") and folder is not None:
+        advice = f"finished folds are kept in {folder}; complete it with: ser-nas {command} --resume {folder}"
+    elif args.command in ("search", "retrain", "compare", "reproduce"):
+        advice = "no run folder was written yet"
+    elif args.command == "data":
+        advice = "features computed so far are cached; the same command continues from them"
+    else:
+        advice = "stopped"
+    print(f"interrupted ({name}): {advice}", file=sys.stderr)
+    return 128 + int(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(getattr(args, "verbose", False))
+    previous = _stop_on_signals()
+    try:
+        return _main(parser, args)
+    finally:
+        import signal
+
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from ser_space import ArchitectureError
 
     from . import compat
@@ -400,10 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # config checks raise ValueError with a one-line message
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished folds are kept; rerun with --resume RUN_DIR to complete the run",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:
+        return _interrupted(args, error)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -288,21 +288,25 @@ def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", d
     # compare_dir / job.run_name, and the report below reads whatever finished.
     started = time.perf_counter()
     done = 0
-    with progress_shown(progress):
-        job_bar = bar(len(jobs), "compare", "run")
-        for number, job in enumerate(jobs, 1):
-            run_dir = compare_dir / job.run_name
-            if not (run_dir / "config.json").is_file():
-                write_json(run_dir / "config.json", job.config.to_dict())
-            if (run_dir / f"fold-{job.fold}" / "metrics.json").is_file():
-                logger.info("[%d/%d] %s fold %d already finished: skipped", number, len(jobs), job.run_name,
-                            job.fold)
-            else:
-                logger.info("[%d/%d] %s fold %d", number, len(jobs), job.run_name, job.fold)
-                run_fold(job.config, prepared, space, prepared.folds[job.fold], run_dir, trainer_kwargs)
-                done += 1
-            job_bar.update(1)
-        job_bar.close()
+    try:
+        with progress_shown(progress):
+            job_bar = bar(len(jobs), "compare", "run")
+            for number, job in enumerate(jobs, 1):
+                run_dir = compare_dir / job.run_name
+                if not (run_dir / "config.json").is_file():
+                    write_json(run_dir / "config.json", job.config.to_dict())
+                if (run_dir / f"fold-{job.fold}" / "metrics.json").is_file():
+                    logger.info("[%d/%d] %s fold %d already finished: skipped", number, len(jobs), job.run_name,
+                                job.fold)
+                else:
+                    logger.info("[%d/%d] %s fold %d", number, len(jobs), job.run_name, job.fold)
+                    run_fold(job.config, prepared, space, prepared.folds[job.fold], run_dir, trainer_kwargs)
+                    done += 1
+                job_bar.update(1)
+            job_bar.close()
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM / SIGHUP in the CLI: name what resumes
+        interrupt.resume_dir = compare_dir  # type: ignore[attr-defined]
+        raise
     logger.info("%d run(s) done in %.0f s (%d already finished)", done, time.perf_counter() - started,
                 len(jobs) - done)
     for run_name, run_config in {j.run_name: j.config for j in jobs}.items():

@@ -44,6 +44,12 @@ Fixes
    ``$SER_NAS_MANAGER_HOST`` instead: the loopback address unless :func:`manager_host` says
    otherwise. Only the loopback address or all interfaces can work: NNI's own Python client
    dials ``localhost:PORT`` (``nni/experiment/rest.py``).
+5. **An interrupted start orphans the manager.** ``nni.experiment.launcher.start_experiment``
+   kills the manager it started when starting fails with an ``Exception``, but not on
+   ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM in our CLI) while it waits for the manager to
+   answer; ``Experiment`` has no handle on it yet, so ``stop()`` cannot end it and the node
+   process keeps its port. :func:`manager_host` wraps every start: a manager started inside
+   the block that is still running when an exception leaves it is terminated.
 """
 
 from __future__ import annotations
@@ -89,6 +95,8 @@ _NOISE_WARNINGS = (
     (r".*declare_namespace.*", DeprecationWarning),
     # Lightning 2.0's _pytree on torch >= 2.5: its own use of torch's LeafSpec
     (r".*isinstance\(treespec, LeafSpec\).*", FutureWarning),
+    # Lightning on Ctrl-C / SIGTERM; the CLI says what was interrupted and what resumes
+    (r".*Detected KeyboardInterrupt, attempting graceful shutdown.*", Warning),
     # torchmetrics on Lightning 2.0: Lightning reads a property torchmetrics renamed
     (r".*Use `Metric\.updated_called` instead.*", DeprecationWarning),
 )
@@ -214,13 +222,52 @@ def manager_host(host: str | None = None, port: int | None = None) -> Iterator[s
                        host, shown, shown)
     previous = os.environ.get(MANAGER_HOST_VARIABLE)
     os.environ[MANAGER_HOST_VARIABLE] = host
+    before = _manager_processes()
     try:
         yield host
+    except BaseException:  # fix 5: end the managers this block started and nobody will stop
+        _terminate([p for pid, p in _manager_processes().items() if pid not in before])
+        raise
     finally:
         if previous is None:
             os.environ.pop(MANAGER_HOST_VARIABLE, None)
         else:
             os.environ[MANAGER_HOST_VARIABLE] = previous
+
+
+def _manager_processes() -> dict[int, Any]:
+    """This process's NNI manager children (``node ... main.js``), by pid."""
+    import psutil
+
+    found = {}
+    for child in psutil.Process().children(recursive=False):
+        try:
+            if any(part.endswith("main.js") for part in child.cmdline()):
+                found[child.pid] = child
+        except psutil.Error:
+            continue
+    return found
+
+
+def _terminate(processes: list[Any]) -> None:
+    """Terminate NNI managers and their trial processes; kill what is left after 10 s."""
+    import psutil
+
+    family = []
+    for process in processes:
+        try:
+            family += [process, *process.children(recursive=True)]
+        except psutil.Error:
+            continue
+    for process in family:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(family, timeout=10)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    if family:
+        logger.debug("stopped %d NNI manager / trial process(es) left by an interrupted start", len(family))
 
 
 def configure_experiment(experiment: Any, seed: int | None = None) -> None:

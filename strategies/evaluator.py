@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from nni.nas.evaluator.pytorch import DataLoader, Lightning, LightningModule, Trainer
+from pytorch_lightning import Callback
 from torch import nn
 
 from .augment import Augmentation
@@ -346,6 +347,17 @@ def _nni_metric(entry: dict[str, Any]) -> dict[str, float]:
     return metric
 
 
+class _StopOnInterrupt(Callback):
+    """Lightning 2.0 catches KeyboardInterrupt in ``fit`` ("attempting graceful shutdown",
+    ``pytorch_lightning/trainer/call.py``) and returns as if training had finished, so an
+    interrupted retraining would be tested and saved as a finished fold. Re-raise it: the
+    caller stops, and ``--resume`` redoes the fold."""
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            raise exception
+
+
 def make_lightning(module: SERModule, config: TrainConfig, train_dataset: Any, val_dataset: Any,
                    callbacks: Sequence[Any] = (), default_root_dir: str | None = None,
                    enable_progress_bar: bool = False, progress: str | None = None,
@@ -378,7 +390,7 @@ def make_lightning(module: SERModule, config: TrainConfig, train_dataset: Any, v
         enable_model_summary=False,
         num_sanity_val_steps=0,
         deterministic=False,
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, _StopOnInterrupt()],
         default_root_dir=default_root_dir,
     )
     if progress and enabled():

@@ -413,6 +413,10 @@ def run_pipeline(config: RunConfig, output_dir: str | Path = "runs", data_dir: s
         config = RunConfig.from_dict(read_json(run_dir / "config.json"))
     prepared = prepare_data(config.data, data_dir=data_dir, progress=progress)
     space = adapt_space(config.space, prepared)
+    # every input checked before anything is written: a bad fold or architecture file leaves no folder
+    folds = _select_folds(prepared, config.folds)
+    if config.architecture:
+        load_architecture(config.architecture, expected_config=space)
     if resume is None:
         run_dir = new_run_dir(output_dir, f"{config.data.dataset}-{config.method}")
         write_json(run_dir / "config.json", config.to_dict())
@@ -420,18 +424,21 @@ def run_pipeline(config: RunConfig, output_dir: str | Path = "runs", data_dir: s
     logger.info("run folder %s", run_dir)
 
     metrics: list[dict[str, Any]] = []
-    folds = _select_folds(prepared, config.folds)
-    with progress_shown(progress):
-        fold_bar = bar(len(folds), config.method, "fold")
-        for fold in folds:
-            done = run_dir / f"fold-{fold.index}" / "metrics.json"
-            if done.is_file():
-                logger.info("fold %d already finished: skipped", fold.index)
-                metrics.append(read_json(done))
-            else:
-                metrics.append(run_fold(config, prepared, space, fold, run_dir, trainer_kwargs))
-            fold_bar.update(1)
-        fold_bar.close()
+    try:
+        with progress_shown(progress):
+            fold_bar = bar(len(folds), config.method, "fold")
+            for fold in folds:
+                done = run_dir / f"fold-{fold.index}" / "metrics.json"
+                if done.is_file():
+                    logger.info("fold %d already finished: skipped", fold.index)
+                    metrics.append(read_json(done))
+                else:
+                    metrics.append(run_fold(config, prepared, space, fold, run_dir, trainer_kwargs))
+                fold_bar.update(1)
+            fold_bar.close()
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM / SIGHUP in the CLI: name what resumes
+        interrupt.resume_dir = run_dir  # type: ignore[attr-defined]
+        raise
 
     summary = {"method": config.method, "dataset": config.data.dataset, "classes": list(prepared.classes),
                "per_fold": [{k: m[k] for k in ("fold", "test_ua", "test_wa", "test_f1", "parameters",

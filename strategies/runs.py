@@ -12,14 +12,14 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
+
+from ser_space.arch import write_atomically
 
 __all__ = ["atomic_write", "write_json", "read_json", "package_versions", "new_run_dir", "RunError",
            "MODEL_FORMAT", "save_model_bundle", "load_model_bundle"]
@@ -38,27 +38,9 @@ class RunError(ValueError):
     """A run folder or model file that cannot be used (one-line message naming the path)."""
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call ``write(handle)`` on a temporary file beside ``path``, then rename it to ``path``.
-
-    The one atomic writer of ``strategies`` (run folders, prepared data, folds, the feature
-    cache index): a unique temporary name in the same folder, fsync, ``os.replace``; the
-    temporary file is removed if anything fails, so ``path`` is either old or complete.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())  # the data is on disk before the name points to it
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+#: The project's one atomic writer (``ser_space.arch.write_atomically``): ``atomic_write(path,
+#: write)`` calls ``write(handle)`` on a temporary file beside ``path`` and renames it into place.
+atomic_write = write_atomically
 
 
 def _json_default(value: Any) -> Any:

@@ -189,7 +189,8 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
                                    **(trainer_kwargs or {}))
         experiment = NasExperiment(space, evaluator, strategy)
         experiment.config.experiment_working_directory = str((workdir / "nni").resolve())
-        experiment.run()
+        if experiment.run() is None:
+            raise KeyboardInterrupt  # NNI's run() stops the experiment on Ctrl-C and returns None
         history = module.history
         # the derivation recorded after the last epoch (for DARTS: without the zero op)
         last = _plain(history[-1]["architecture"]) if history else \
@@ -218,7 +219,8 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
         logger.info("NNI web UI: http://127.0.0.1:%d  (experiment %s, %d trial(s))", port, experiment.id,
                     search.trials)
         with compat.manager_host(host, port):
-            experiment.run(port=port)
+            if experiment.run(port=port) is None:
+                raise KeyboardInterrupt  # NNI's run() stops the experiment on Ctrl-C and returns None
         top = experiment.export_top_models(top_k=1, formatter="dict")
         history = _trial_history(experiment)
         experiment_id = experiment.id

@@ -345,8 +345,10 @@ def view(path: str | Path, port: int = 8080, timeout: float | None = None, exper
                 if not server.running():
                     raise RunError(f"{chosen}: the NNI manager exited; see {chosen / 'log'}")
                 time.sleep(0.2)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             logger.info("stopping the NNI web UI")
+            if type(interrupt) is not KeyboardInterrupt:
+                raise  # a subclass: stopped by SIGTERM / SIGHUP (the CLI), not Ctrl-C; the manager stops first
     return chosen
 
 

@@ -83,6 +83,59 @@ def test_missing_run_folder_errors(tmp_path: Path, capsys) -> None:
         assert err.strip().startswith("error:") and "Traceback" not in err
 
 
+def test_bad_input_leaves_no_run_folder(tmp_path: Path, capsys) -> None:
+    """An unknown fold, or an architecture file that does not fit, fails before anything is written."""
+    out = tmp_path / "runs"
+    code, _, err = run_cli(capsys, "search", "--baseline", "cnn", "--folds", "99", "--output", str(out), "--quiet")
+    assert code == 2 and "99" in err and "Traceback" not in err
+    bad = tmp_path / "arch.json"
+    bad.write_text('{"format": "ser-nas-architecture", "version": 1, "config": {}, "sample": {}}')
+    code, _, err = run_cli(capsys, "retrain", str(bad), "--output", str(out), "--quiet")
+    assert code == 2 and "arch.json" in err and "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_written_files_follow_the_umask(tmp_path: Path) -> None:
+    """Files written atomically get the mode a plain open() gives, so colleagues can read them."""
+    import os
+
+    from strategies.runs import atomic_write
+
+    for umask, mode in ((0o022, 0o644), (0o002, 0o664), (0o077, 0o600)):
+        old = os.umask(umask)
+        try:
+            path = atomic_write(tmp_path / f"file-{umask:o}", lambda h: h.write(b"x"))
+        finally:
+            os.umask(old)
+        assert path.stat().st_mode & 0o777 == mode, (oct(umask), oct(path.stat().st_mode))
+
+
+def test_cache_locks_leave_no_lock_files(tmp_path: Path) -> None:
+    import threading
+
+    from strategies.data.features import _locked
+
+    lock = tmp_path / "cache" / "key.lock"
+    inside: list[int] = []
+    overlap = []
+
+    def work(n: int) -> None:
+        for _ in range(20):
+            with _locked(lock):
+                inside.append(n)
+                if len(inside) > 1:
+                    overlap.append(tuple(inside))
+                inside.remove(n)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not overlap  # never two holders at once
+    assert not lock.exists()  # and nothing left behind
+
+
 @pytest.fixture(scope="module")
 def baseline_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A short baseline run (no search): retrain 2 epochs, test once."""
@@ -173,3 +226,43 @@ def _search_flags() -> str:
     parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices["search"]  # type: ignore[union-attr]
     return sub.format_help()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags", [(), ("--strategy", "random", "--trials", "4", "--trial-epochs", "20")],
+                         ids=["oneshot-webui", "multi-trial"])
+def test_sigterm_stops_the_experiment_and_its_processes(tmp_path: Path, flags: tuple[str, ...]) -> None:
+    """`kill PID` (a scheduler's time limit, `timeout`) stops the search as Ctrl-C does: the NNI
+    manager and trial processes end with it, the run folder is named for --resume, exit 128 + 15."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    search = subprocess.Popen([sys.executable, "-m", "strategies.cli", "search", "--epochs", "30", "--output",
+                               str(tmp_path), "--quiet", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env)
+    process = psutil.Process(search.pid)
+    deadline = time.monotonic() + 180
+    children: list[psutil.Process] = []
+    while time.monotonic() < deadline:  # until the NNI manager and a trial run
+        children = process.children(recursive=True)
+        if any(c.name() == "node" for c in children) and any("python" in c.name() for c in children):
+            break
+        time.sleep(0.5)
+    assert any(c.name() == "node" for c in children), "no NNI manager started"
+    time.sleep(3)
+    children = process.children(recursive=True)
+    search.send_signal(signal.SIGTERM)
+    _, err = search.communicate(timeout=120)
+    assert search.returncode == 128 + signal.SIGTERM, err
+    time.sleep(1)
+    alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [(c.pid, c.name()) for c in alive]
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert f"interrupted (SIGTERM): finished folds are kept in {run}" in err
+    assert f"ser-nas search --resume {run}" in err and "Traceback" not in err

@@ -272,3 +272,50 @@ def test_a_failed_trial_is_a_one_line_error_naming_its_log(tmp_path: Path) -> No
     log = Path(str(info.value).rsplit("see ", 1)[1])
     assert log.is_file() and log.is_relative_to(tmp_path / "nni")
     assert not _managers(log.relative_to(tmp_path / "nni").parts[0])
+
+
+@pytest.mark.slow
+def test_sigterm_stops_view_and_its_manager(darts_run: tuple[Path, SearchResult, float]) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    run_dir, result, _ = darts_run
+    port = free_port()
+    view_process = subprocess.Popen([sys.executable, "-m", "strategies.cli", "view", str(run_dir), "--port", str(port)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _listening(port):
+        time.sleep(0.3)
+    assert _managers(result.experiment_id) and _listening(port) == ["127.0.0.1"], "the web UI did not start"
+    view_process.send_signal(signal.SIGTERM)
+    _, err = view_process.communicate(timeout=60)
+    assert view_process.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted (SIGTERM)" in err and "Traceback" not in err
+    assert not _managers(result.experiment_id)
+
+
+@pytest.mark.slow
+def test_an_interrupted_start_leaves_no_manager(darts_run: tuple[Path, SearchResult, float],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """NNI's launcher kills the manager it started on an Exception but not on Ctrl-C / SIGTERM
+    while it waits for it to answer (strategies.compat, fix 5)."""
+    from nni.experiment import launcher
+
+    _, result, _ = darts_run
+    waited: list[int] = []
+
+    def interrupted_wait(port: int, *args: Any, **kwargs: Any) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _managers(result.experiment_id):
+            time.sleep(0.1)
+        waited.append(len(_managers(result.experiment_id)))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(launcher, "_check_rest_server", interrupted_wait)
+    with pytest.raises(KeyboardInterrupt):
+        ViewServer(Path(result.experiment_dir), port=0).start()
+    assert waited == [1]  # the manager was running when the interrupt came
+    assert not _managers(result.experiment_id)

@@ -442,19 +442,35 @@ _INDEX = "index.json"
 
 @contextmanager
 def _locked(lock_path: Path) -> Iterator[None]:
-    """Exclusive inter-process lock on ``lock_path`` (fcntl.flock); a no-op where fcntl is missing."""
+    """Exclusive inter-process lock on ``lock_path`` (fcntl.flock); a no-op where fcntl is missing.
+
+    The lock file is removed when the holder is done, so none pile up. A waiter that then
+    gets the lock of a file no longer at ``lock_path`` (removed, or replaced by a newer
+    holder's) starts over on the current one, so two holders never overlap.
+    """
     try:
         import fcntl
     except ImportError:  # Windows: the atomic replaces below still keep the cache intact
         yield
         return
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    while True:
+        handle = open(lock_path, "a+b")
         try:
-            yield
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                current = os.stat(lock_path)
+            except FileNotFoundError:
+                current = None
+            if current is None or current.st_ino != os.fstat(handle.fileno()).st_ino:
+                continue  # the holder before us removed this file: lock the current one
+            try:
+                yield
+            finally:
+                lock_path.unlink(missing_ok=True)
+            return
         finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            handle.close()  # closing releases the lock
 
 
 def _read_index(folder: Path, config: FeatureConfig) -> tuple[dict[str, Any], np.ndarray] | None:
