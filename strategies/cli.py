@@ -80,7 +80,17 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--features", default=None, choices=FEATURE_PRESETS,
                        help="feature recipe preset (default: small for synthetic, speech otherwise)")
     group.add_argument("--data-dir", default=None, help="cache of prepared data (default ~/.cache/ser-nas)")
-    add_config_flags(parser, FeatureConfig, prefix="features-", group_title="feature recipe fields")
+    add_config_flags(parser, FeatureConfig, prefix="features-",
+                     group_title="feature recipe fields (over the --features preset; real speech fits the window "
+                                 "to the corpus)",
+                     defaults={label: recipe.data.features for label, recipe in _recipes().items()})
+
+
+def _recipes() -> dict[str, Any]:
+    """The default recipes, labelled as a flag's help shows them."""
+    from .recipes import RECIPES
+
+    return {"synthetic": RECIPES["synthetic"], "real speech": RECIPES["real-speech"]}
 
 
 def _add_run_flags(parser: argparse.ArgumentParser, search: bool = True) -> None:
@@ -100,16 +110,29 @@ def _add_run_flags(parser: argparse.ArgumentParser, search: bool = True) -> None
                         help="finish an interrupted run: skip finished folds, redo the rest")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--verbose", action="store_true", help="debug logging, NNI's included")
+    recipes = _recipes()
     if search:
-        add_config_flags(parser, SearchConfig, group_title="search")
-        add_config_flags(parser, TrainConfig, prefix="search-train-", group_title="weight training during search")
-    add_config_flags(parser, TrainConfig, prefix="retrain-", group_title="retraining")
-    add_config_flags(parser, SpaceConfig, prefix="space-", group_title="space fields")
+        # the CLI shows one-shot searches in the web UI (the library default is off)
+        add_config_flags(parser, SearchConfig, group_title="search",
+                         defaults={k: r.search.replace(webui=True) for k, r in recipes.items()})
+        add_config_flags(parser, TrainConfig, prefix="search-train-", group_title="weight training during search",
+                         defaults={k: r.search_train for k, r in recipes.items()})
+    add_config_flags(parser, TrainConfig, prefix="retrain-", group_title="retraining",
+                     defaults={k: r.retrain for k, r in recipes.items()})
+    add_config_flags(parser, SpaceConfig, prefix="space-", group_title="space fields (over --space)",
+                     defaults={k: r.space for k, r in recipes.items()})
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the problem and where the options are, not the whole usage."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"error: {self.prog}: {message} (options: {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ser-nas", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = _Parser(prog="ser-nas", description=__doc__.splitlines()[0],
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = sub.add_parser("data", help="corpus preparation")

@@ -90,9 +90,20 @@ def _parser_for(annotation: Any, name: str) -> tuple[Any, dict[str, Any]]:
     return None, {}
 
 
+def _shown(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value) or "none"
+    return str(value)
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "", group_title: str | None = None,
-                     skip: tuple[str, ...] = ()) -> None:
-    """Add one flag per field of dataclass ``cls`` (defaults are left to the dataclass)."""
+                     skip: tuple[str, ...] = (), defaults: dict[str, Any] | None = None) -> None:
+    """Add one flag per field of dataclass ``cls`` (defaults are left to the dataclass).
+
+    ``defaults`` (a label -> instance of ``cls``, e.g. one per recipe) puts each field's
+    default in its help: ``(default: X)``, or ``(default: synthetic X; real speech Y)`` where
+    the instances differ; without it, the dataclass's own default is shown.
+    """
     group = parser.add_argument_group(group_title or cls.__name__)
     comments = field_comments(cls)
     hints = typing.get_type_hints(cls)
@@ -104,7 +115,16 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "
             continue  # nested configs and other types have their own flags
         flag = "--" + prefix + f.name.replace("_", "-")
         dest = (prefix + f.name).replace("-", "_")
-        kwargs = {"dest": dest, "default": argparse.SUPPRESS, "help": comments.get(f.name, "")}
+        values = {label: getattr(instance, f.name) for label, instance in (defaults or {}).items()}
+        if not values and f.default is not dataclasses.MISSING:
+            values = {"": f.default}
+        shown = ""
+        if values and len({repr(v) for v in values.values()}) == 1:
+            shown = f" (default: {_shown(next(iter(values.values())))})"
+        elif values:
+            shown = " (default: " + "; ".join(f"{label} {_shown(v)}" for label, v in values.items()) + ")"
+        help_text = (comments.get(f.name, "") + shown).replace("%", "%%")
+        kwargs = {"dest": dest, "default": argparse.SUPPRESS, "help": help_text}
         if convert is not None:
             kwargs["type"] = convert
         kwargs.update(extra)

@@ -209,7 +209,8 @@ def _select_folds(prepared: PreparedData, folds: tuple[int, ...] | None) -> list
 
 def _architecture_for(config: RunConfig, space: SpaceConfig, datasets: dict[str, FeatureDataset],
                       workdir: Path, trainer_kwargs: dict[str, Any] | None,
-                      progress: str | None = None) -> tuple[dict[str, Any], SearchResult | None]:
+                      progress: str | None = None,
+                      experiment_name: str | None = None) -> tuple[dict[str, Any], SearchResult | None]:
     if config.architecture:
         arch = load_architecture(config.architecture, expected_config=space)
         return arch.sample, None
@@ -221,7 +222,7 @@ def _architecture_for(config: RunConfig, space: SpaceConfig, datasets: dict[str,
     result = run_search(search_space, config.search, config.search_train, datasets["train"], datasets["val"],
                         workdir, num_classes=space.num_classes,
                         train_labels=datasets["train"].labels.tolist(), trainer_kwargs=trainer_kwargs,
-                        progress=progress)
+                        progress=progress, experiment_name=experiment_name)
     return validate_architecture(result.architecture, space), result
 
 
@@ -242,8 +243,10 @@ def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold
     datasets, normalizer = fold_datasets(prepared, fold)
 
     started = time.perf_counter()
+    # the web UI names the experiment after the fold's folder as it will be, not its .partial one
     sample, search = _architecture_for(config, space, datasets, work / "search", trainer_kwargs,
-                                       progress=f"fold-{fold.index} search")
+                                       progress=f"fold-{fold.index} search",
+                                       experiment_name=f"ser-nas {config.method} {final.resolve()}")
     search_seconds = time.perf_counter() - started
     meta = {"method": config.method, "dataset": prepared.config.dataset, "fold": fold.index,
             "search_seconds": search_seconds}

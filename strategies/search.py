@@ -145,12 +145,13 @@ def _plain(sample: dict[str, Any]) -> dict[str, Any]:
 def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConfig, train_dataset: Any,
                val_dataset: Any, workdir: str | Path, num_classes: int | None = None,
                train_labels: list[int] | None = None, trainer_kwargs: dict[str, Any] | None = None,
-               progress: str | None = None) -> SearchResult:
+               progress: str | None = None, experiment_name: str | None = None) -> SearchResult:
     """Search ``SERSpace(space_config)`` with ``search.strategy``; see the module docstring.
 
     ``train`` gives the weight optimisation (optimizer, learning rates, batch size, device);
     its ``max_epochs`` is replaced by the search budget. ``progress`` names the bar of a
-    one-shot search's epochs (shown inside :func:`strategies.progress.shown`).
+    one-shot search's epochs (shown inside :func:`strategies.progress.shown`);
+    ``experiment_name`` is the NNI experiment's name in the web UI (default: from ``workdir``).
     """
     from nni.nas.experiment import NasExperiment
 
@@ -162,7 +163,7 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
     workdir.mkdir(parents=True, exist_ok=True)
     if search.webui and spec.kind == "oneshot":
         result = _run_as_trial(space_config, search, train, train_dataset, val_dataset, workdir, num_classes,
-                               train_labels, trainer_kwargs, progress)
+                               train_labels, trainer_kwargs, progress, experiment_name)
         if result is not None:
             return result
     num_classes = num_classes or space_config.num_classes
@@ -210,7 +211,7 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
         experiment = NasExperiment(space, evaluator, strategy)
         experiment.config.max_trial_number = search.trials
         experiment.config.experiment_working_directory = str((workdir / "nni").resolve())
-        experiment.config.experiment_name = f"ser-nas {spec.name} {workdir.name}"
+        experiment.config.experiment_name = experiment_name or f"ser-nas {spec.name} {workdir.resolve()}"
         compat.configure_experiment(experiment, seed=search.seed)
         # local / remote / pass-through service, concurrency, GPUs per trial (after compat: trial Python)
         configure_training_service(experiment, search)
@@ -237,7 +238,8 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
 
 def _run_as_trial(space_config: SpaceConfig, search: SearchConfig, train: TrainConfig, train_dataset: Any,
                   val_dataset: Any, workdir: Path, num_classes: int | None, train_labels: list[int] | None,
-                  trainer_kwargs: dict[str, Any] | None, progress: str | None = None) -> SearchResult | None:
+                  trainer_kwargs: dict[str, Any] | None, progress: str | None = None,
+                  experiment_name: str | None = None) -> SearchResult | None:
     """A one-shot search run as the single trial of an NNI experiment (see strategies.webui).
 
     None when the datasets or trainer options cannot be shipped to a trial as plain values
@@ -253,7 +255,7 @@ def _run_as_trial(space_config: SpaceConfig, search: SearchConfig, train: TrainC
                        "values); searching in this process, outside the NNI web UI")
         return None
     job["id"] = search.strategy
-    name = f"ser-nas {search.strategy} {workdir.resolve()}"
+    name = experiment_name or f"ser-nas {search.strategy} {workdir.resolve()}"
     outcome = run_jobs_as_trials([job], workdir, port=search.port, experiment_name=name, host=search.webui_host,
                                  progress=(progress, search.epochs) if progress else None)[0]
     result = SearchResult(**outcome["result"])

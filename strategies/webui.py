@@ -256,8 +256,10 @@ class ViewServer:
                                                        self.port, False, RunMode.Detach, None)
         except Exception as error:
             self._proc = None
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            hint = "; another web UI may hold it: give --port 0 for a free port" if "idle" in reason.lower() else ""
             raise RunError(f"{self.experiment_dir}: could not start the NNI web UI on port {self.port}: "
-                           f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from error
+                           f"{reason}{hint}") from error
         atexit.register(self.stop)  # never leave a manager behind, even if the caller forgets
         logger.info("NNI web UI for experiment %s (view): %s", self.experiment_id, self.url)
         return self

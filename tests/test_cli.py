@@ -266,3 +266,20 @@ def test_sigterm_stops_the_experiment_and_its_processes(tmp_path: Path, flags: t
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert f"interrupted (SIGTERM): finished folds are kept in {run}" in err
     assert f"ser-nas search --resume {run}" in err and "Traceback" not in err
+
+
+def test_a_bad_flag_is_one_line_naming_the_help(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", "--dataset", "nope"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.count("\n") == 1 and "invalid choice: 'nope'" in err and "ser-nas search --help" in err
+    assert "usage:" not in err
+
+
+def test_search_help_shows_each_recipes_defaults(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "supernet training epochs (default: 10)" in out  # the same in both recipes
+    assert "weight optimizer (adamw: decoupled weight decay) (default: synthetic adam; real speech adamw)" in out

@@ -213,6 +213,8 @@ def test_view_opens_a_multi_trial_nas_experiment(tmp_path: Path) -> None:
     experiment_dir = Path(result.experiment_dir)
     with ViewServer(experiment_dir, port=0) as server:
         assert _managers(result.experiment_id)
+        with pytest.raises(RunError, match=r"--port 0"):  # a second web UI on a busy port says what to do
+            ViewServer(experiment_dir, port=server.port).start()
         trials = json.loads(_get(server.url + "/api/v1/nni/trial-jobs"))
         assert [t["status"] for t in trials] == ["SUCCEEDED"]
         profile = json.loads(_get(server.url + "/api/v1/nni/experiment"))
