@@ -123,6 +123,25 @@ def _add_run_flags(parser: argparse.ArgumentParser, search: bool = True) -> None
                      defaults={k: r.space for k, r in recipes.items()})
 
 
+PREDICT_EXAMPLE = """\
+example (an EmoDB model of docs/results.md, on clips of its held-out speaker; exit 1: one file failed):
+  $ ser-nas predict runs-emodb clips/ --timeline timeline
+               path    status emotion  p_ang  p_bor  p_dis  p_fea  p_hap  p_neu  p_sad  seconds  speech_seconds  windows
+  clips/03a01Fa.wav        ok     neu  0.059  0.023  0.036  0.251  0.304  0.309  0.018    2.000           1.740        1
+  clips/03a02Ta.wav        ok     neu  0.012  0.299  0.026  0.086  0.023  0.386  0.168    2.000           1.620        1
+  clips/03a02Wb.wav        ok     ang  0.741  0.005  0.107  0.048  0.082  0.004  0.012    2.000           1.980        1
+     clips/blip.wav too_short              -      -      -      -      -      -      -    0.050           0.030        0
+   clips/broken.wav     error              -      -      -      -      -      -      -        -               -        0
+    clips/call.flac        ok     hap  0.298  0.014  0.067  0.154  0.371  0.079  0.017   18.000           6.540        9
+  clips/silence.wav no_speech              -      -      -      -      -      -      -    3.000           0.000        0
+  wrote the emotion of 20 windows to timeline/timeline.csv and 1 plot(s)
+  not judged (too_short): clips/blip.wav: 0.05 s of audio; the least judged is 0.5 s
+  error: clips/broken.wav: not a readable audio file (Error opening 'clips/broken.wav': Format not recognised.)
+  not judged (no_speech): clips/silence.wav: no speech found
+  1 of 7 file(s) could not be read
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: the problem and where the options are, not the whole usage."""
 
@@ -160,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-dir", default=None)
     evaluate.add_argument("--verbose", action="store_true")
 
-    predict = sub.add_parser("predict", help="emotion and class probabilities of recordings of any length")
+    predict = sub.add_parser("predict", help="emotion and class probabilities of recordings of any length",
+                             formatter_class=argparse.RawDescriptionHelpFormatter, epilog=PREDICT_EXAMPLE)
     predict.add_argument("model", help="model.pt, or a run folder (its first finished fold)")
     predict.add_argument("inputs", nargs="+", help="audio files or folders")
     predict.add_argument("--fold", type=int, default=None, help="which fold's model of a run folder")
