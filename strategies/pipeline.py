@@ -47,6 +47,7 @@ from .data.folds import Fold
 from .data.prepare import DataConfig, PreparedData, prepare_data
 from .evaluator import SERModule, TrainConfig, evaluate_model, make_lightning
 from .plots import plot_confusion, plot_history
+from .webui import relocate_experiments
 from .progress import bar
 from .progress import shown as progress_shown
 from .reference import REFERENCE_BASELINES, fit_reference, is_reference, parse_reference, reference_features
@@ -334,6 +335,8 @@ def _check_fold_classes(prepared: PreparedData, fold: Fold, batch_size: int) -> 
 
 
 def _finish_fold(work: Path, final: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    # the web UI shows the NNI experiments' stored paths: the folder's name once renamed
+    relocate_experiments(work, work.resolve(), final.resolve())
     write_json(work / "metrics.json", metrics)  # written last: a fold folder with it is complete
     if final.exists():
         shutil.rmtree(final)

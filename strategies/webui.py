@@ -41,6 +41,7 @@ from .runs import RunError, read_json, write_json
 logger = logging.getLogger(__name__)
 
 __all__ = ["run_jobs_as_trials", "find_experiments", "ViewServer", "view", "describe", "free_port",
+           "relocate_experiments",
            "TRIAL_JOB_MODULE"]
 
 #: Module run by every wrapper trial (through :mod:`strategies.compat`, so NNI fixes apply).
@@ -352,6 +353,35 @@ def view(path: str | Path, port: int = 8080, timeout: float | None = None, exper
             if type(interrupt) is not KeyboardInterrupt:
                 raise  # a subclass: stopped by SIGTERM / SIGHUP (the CLI), not Ctrl-C; the manager stops first
     return chosen
+
+
+def relocate_experiments(folder: str | Path, old: str | Path, new: str | Path) -> int:
+    """Point the stored NNI experiments under ``folder`` from paths under ``old`` to ``new``.
+
+    A fold is written in ``.fold-k.partial/`` and renamed to ``fold-k/`` when complete; NNI's
+    database keeps the paths the experiment ran with (its name, working and log folders, the
+    trial logs), which the web UI shows. Called just before the rename; returns the number of
+    experiments updated. The experiments must not be running.
+    """
+    import sqlite3
+
+    old, new = str(old), str(new)
+    count = 0
+    for database in sorted(Path(folder).glob("**/db/nni.sqlite")):
+        connection = sqlite3.connect(database)
+        try:
+            with connection:
+                connection.execute("UPDATE ExperimentProfile SET params = replace(params, ?, ?), "
+                                   "logDir = replace(logDir, ?, ?)", (old, new, old, new))
+                connection.execute("UPDATE TrialJobEvent SET logPath = replace(logPath, ?, ?), "
+                                   "data = replace(data, ?, ?)", (old, new, old, new))
+        except sqlite3.Error as error:  # the web UI shows old paths; the results are not affected
+            logger.warning("%s: could not update NNI's stored paths (%s)", database, error)
+            continue
+        finally:
+            connection.close()
+        count += 1
+    return count
 
 
 def describe(experiment_dir: str | Path) -> dict[str, Any]:

@@ -321,3 +321,26 @@ def test_an_interrupted_start_leaves_no_manager(darts_run: tuple[Path, SearchRes
         ViewServer(Path(result.experiment_dir), port=0).start()
     assert waited == [1]  # the manager was running when the interrupt came
     assert not _managers(result.experiment_id)
+
+
+@pytest.mark.slow
+def test_relocated_experiments_show_their_new_folder(darts_run: tuple[Path, SearchResult, float],
+                                                      tmp_path: Path) -> None:
+    """A fold's folder is renamed when complete; the web UI then shows the new paths, not the old."""
+    import shutil
+
+    from strategies.webui import relocate_experiments
+
+    run_dir, result, _ = darts_run
+    moved = tmp_path / "fold-0"
+    shutil.copytree(run_dir, moved)
+    old, new = str(run_dir.resolve()), str(moved.resolve())
+    assert relocate_experiments(moved, old, new) >= 1
+    experiment_dir = moved / Path(result.experiment_dir).relative_to(run_dir)
+    with sqlite3.connect(experiment_dir / "db" / "nni.sqlite") as db:
+        profile = " ".join(str(v) for row in db.execute("SELECT params, logDir FROM ExperimentProfile") for v in row)
+        logs = " ".join(str(v) for row in db.execute("SELECT logPath, data FROM TrialJobEvent") for v in row)
+    assert new in profile and old + "/" not in profile and old + "/" not in logs
+    with ViewServer(experiment_dir, port=0) as server:
+        shown = json.loads(_get(server.url + "/api/v1/nni/experiment"))
+    assert new in json.dumps(shown) and old + "/" not in json.dumps(shown)
