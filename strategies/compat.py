@@ -50,6 +50,13 @@ Fixes
    answer; ``Experiment`` has no handle on it yet, so ``stop()`` cannot end it and the node
    process keeps its port. :func:`manager_host` wraps every start: a manager started inside
    the block that is still running when an exception leaves it is terminated.
+6. **TPE cannot read a cell's input choices.** NNI's ``Cell`` makes each input choice a
+   ``CategoricalMultiple(n_chosen=1)``, which has no ``as_legacy_dict``, so NNI's TPE strategy
+   (``nni/nas/strategy/hpo.py``) fails at once with ``NotImplementedError``, and a NAS
+   experiment's web UI leaves those choices out ("Cannot convert CategoricalMultiple").
+   Choosing one of n is a categorical choice: :func:`apply` gives ``CategoricalMultiple`` an
+   ``as_legacy_dict`` that describes ``n_chosen=1`` as ``choice`` over one-element lists (what
+   ``freeze`` takes back); other ``n_chosen`` still raise NNI's error.
 """
 
 from __future__ import annotations
@@ -165,8 +172,25 @@ def apply() -> None:
     kwdefaults["ignore_comments"] = False
     serializer.load.__kwdefaults__ = kwdefaults
     _preload_listen_script()
+    _single_choice_as_legacy_dict()
     _applied = True
     logger.debug("NNI compatibility fixes applied")
+
+
+def _single_choice_as_legacy_dict() -> None:
+    """Fix 6: ``CategoricalMultiple(n_chosen=1).as_legacy_dict()`` is a categorical choice."""
+    from nni.mutable import CategoricalMultiple
+
+    if "as_legacy_dict" in CategoricalMultiple.__dict__:  # pragma: no cover - a later NNI has its own
+        return
+    unsupported = CategoricalMultiple.as_legacy_dict  # NNI's: raises NotImplementedError
+
+    def as_legacy_dict(self: Any) -> dict:
+        if self.n_chosen != 1:
+            return unsupported(self)
+        return {"_type": "choice", "_value": [[value] for value in self.values]}
+
+    CategoricalMultiple.as_legacy_dict = as_legacy_dict
 
 
 def _preload_listen_script() -> None:

@@ -231,3 +231,33 @@ def test_verbose_shows_the_other_packages_warnings_again(tmp_path) -> None:
     out, err = _search(tmp_path, "--no-webui", "--verbose")
     assert "Checkpoint callback is found to be None" in out + err
     assert "LeafSpec" in err
+
+
+# ----------------------------------------------------------------------------- fix 6: TPE and cell inputs
+
+
+def test_a_cell_input_choice_is_a_categorical_choice_for_hpo_tuners() -> None:
+    from nni.algorithms.hpo.tpe_tuner import TpeTuner
+    from nni.mutable import CategoricalMultiple
+
+    compat.apply()
+    one = CategoricalMultiple([0, 1, 2], n_chosen=1, label="input_2_0")
+    assert one.as_legacy_dict() == {"_type": "choice", "_value": [[0], [1], [2]]}
+    tuner = TpeTuner(seed=0)
+    tuner.update_search_space({one.label: one.as_legacy_dict()})
+    for index in range(3):  # what TPE proposes (3 distinct choices), the mutable takes back
+        sample = tuner.generate_parameters(index)
+        assert one.freeze(sample) == sample[one.label] and len(sample[one.label]) == 1
+    with pytest.raises(NotImplementedError):  # more than one chosen is not one categorical choice
+        CategoricalMultiple([0, 1, 2], n_chosen=2, label="two").as_legacy_dict()
+
+
+def test_tpe_reads_the_whole_ser_space() -> None:
+    """The defect: NNI's TPE strategy builds its search space with as_legacy_dict on every mutable."""
+    from ser_space import SERSpace, SpaceConfig
+
+    compat.apply()
+    space = SERSpace(SpaceConfig.tiny().to_dict())
+    legacy = {label: mutable.as_legacy_dict() for label, mutable in space.simplify().items()}
+    inputs = [label for label in legacy if "/input_" in label]
+    assert inputs and all(legacy[label]["_type"] == "choice" for label in legacy)

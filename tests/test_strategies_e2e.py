@@ -113,3 +113,17 @@ def test_registry_strategies_build() -> None:
     for name, spec in STRATEGIES.items():
         strategy = spec.build(SearchConfig(strategy=name, epochs=1))
         assert strategy is not None, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["tpe", "evolution"])
+def test_nni_multi_trial_strategies_search_ser_space(strategy: str, tmp_path: Path) -> None:
+    """NNI's TPE (needs strategies.compat fix 6: cell input choices as categorical choices) and
+    regularized evolution search SERSpace through real trials, and export a network that runs."""
+    space = _space()
+    train, val = _datasets(tmp_path / "data")
+    result = run_search(space, SearchConfig(strategy=strategy, trials=2, trial_epochs=1), TrainConfig(batch_size=16),
+                        train, val, tmp_path / "work", num_classes=CLASSES)
+    assert set(result.architecture) == set(SERSpace(space.to_dict()).simplify())
+    _check_architecture(result.architecture, space)
+    assert len(result.history) == 2 and all(e["final"] is not None for e in result.history)
