@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from nni.mutable import Categorical, CategoricalMultiple
 from nni.nas.space import model_context
+import torch
 from torch import nn
 
 from .config import SpaceConfig
@@ -86,7 +87,12 @@ class Architecture:
 @lru_cache(maxsize=16)
 def _label_specs(config: SpaceConfig) -> dict[str, LabelSpec]:
     specs: dict[str, LabelSpec] = {}
-    for label, mutable in SERSpace(config).simplify().items():
+    # building the space initialises its weights: draw them from a forked RNG, so that whether
+    # this cache was warm never changes the weights of the model built next (a fold's result
+    # must not depend on what ran before it in the process)
+    with torch.random.fork_rng(devices=[]):
+        mutables = SERSpace(config).simplify()
+    for label, mutable in mutables.items():
         if isinstance(mutable, CategoricalMultiple):
             specs[label] = LabelSpec(tuple(mutable.values), mutable.n_chosen)
         elif isinstance(mutable, Categorical):

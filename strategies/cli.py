@@ -110,6 +110,8 @@ def _add_run_flags(parser: argparse.ArgumentParser, search: bool = True) -> None
                         help="finish an interrupted run: skip finished folds, redo the rest")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--verbose", action="store_true", help="debug logging, NNI's included")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch / OpenMP threads (default: all cores, or $OMP_NUM_THREADS); recorded per fold")
     recipes = _recipes()
     if search:
         # the CLI shows one-shot searches in the web UI (the library default is off)
@@ -328,8 +330,9 @@ def cmd_search(args: argparse.Namespace, search: bool = True) -> int:
     config = _run_config(args, search=search) if not args.resume else None
     started = time.perf_counter()
     run_dir, summary = run_pipeline(config, output_dir=args.output, data_dir=args.data_dir, resume=args.resume,
-                                    progress=not args.quiet) if config is not None else \
-        run_pipeline(None, data_dir=args.data_dir, resume=args.resume, progress=not args.quiet)  # type: ignore[arg-type]
+                                    progress=not args.quiet, threads=args.threads) if config is not None else \
+        run_pipeline(None, data_dir=args.data_dir, resume=args.resume, progress=not args.quiet,  # type: ignore[arg-type]
+                     threads=args.threads)
     _print_summary(run_dir, summary)
     print(f"total time {time.perf_counter() - started:.0f} s")
     return 0

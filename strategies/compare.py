@@ -60,6 +60,7 @@ from .reference import is_reference, parse_reference
 from .progress import bar
 from .progress import shown as progress_shown
 from .registry import get_strategy
+from .threads import fair_share, threads_for_run, use_threads
 from .runs import RunError, atomic_write, new_run_dir, package_versions, read_json, write_json
 from .search import SearchConfig, equal_budget
 
@@ -237,7 +238,8 @@ def compare_jobs(config: CompareConfig, prepared: PreparedData) -> list[CompareJ
 def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", data_dir: str | Path | None = None,
                 resume: str | Path | None = None, progress: bool = True,
                 trainer_kwargs: dict[str, Any] | None = None, webui: bool = False,
-                webui_host: str | None = None) -> tuple[Path, dict[str, Any]]:
+                webui_host: str | None = None, jobs: int = 1,
+                threads: int | None = None) -> tuple[Path, dict[str, Any]]:
     """Run (or resume) a comparison; see the module docstring.
 
     Parameters
@@ -257,6 +259,12 @@ def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", d
         (:func:`publish_to_webui`; the CLI does this unless ``--no-webui``).
     webui_host
         Where that experiment's NNI manager listens: the loopback address (default) or ``0.0.0.0``.
+    jobs
+        Runs at once, each (with ``jobs`` > 1) in its own process with its share of the cores
+        (:func:`strategies.threads.fair_share`); a run's result depends on its config, seed and
+        thread count only, never on what ran beside it.
+    threads
+        Torch threads of each run (default: the cores divided by ``jobs``); recorded per fold.
 
     Returns
     -------
@@ -265,6 +273,10 @@ def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", d
     compat.apply()
     if webui_host is not None:
         compat.check_manager_host(webui_host)  # before hours of work, not after
+    if jobs < 1:
+        raise ValueError(f"--jobs {jobs}: give 1 or more runs at once")
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads {threads}: give 1 or more")
     if resume is not None:
         compare_dir = Path(resume)
         if not (compare_dir / "compare.json").is_file():
@@ -274,47 +286,109 @@ def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", d
         raise ValueError("run_compare needs a config or resume")
     prepared = prepare_data(config.data, data_dir=data_dir, progress=progress)
     space = adapt_space(config.space, prepared)
-    jobs = compare_jobs(config, prepared)
+    all_jobs = compare_jobs(config, prepared)
+    pending = [job for job in all_jobs if resume is None
+               or not (Path(resume) / job.run_name / f"fold-{job.fold}" / "metrics.json").is_file()]
+    if jobs > 1 and jobs > len(pending):  # checked before anything is written
+        raise ValueError(f"--jobs {jobs}: only {len(pending)} run(s) left to do; give --jobs {max(1, len(pending))} "
+                         "or fewer")
     if resume is None:
         compare_dir = new_run_dir(output_dir, f"{config.data.dataset}-compare")
         write_json(compare_dir / "compare.json", config.to_dict())
         write_json(compare_dir / "versions.json", package_versions())
-    logger.info("comparison folder %s: %d runs (%s x %d seed(s) x %d fold(s))", compare_dir, len(jobs),
-                ", ".join(config.methods), len(config.seeds), len({j.fold for j in jobs}))  # type: ignore[arg-type]
+    logger.info("comparison folder %s: %d runs (%s x %d seed(s) x %d fold(s))", compare_dir, len(all_jobs),
+                ", ".join(config.methods), len(config.seeds), len({j.fold for j in all_jobs}))  # type: ignore[arg-type]
 
-    # HOOK (web UI): the loop below runs the jobs one after another in this process. A runner
-    # that shows each job as a trial of an NNI experiment (strategies.webui.run_jobs_as_trials,
-    # being added separately) can take `jobs` instead; each job only needs run_fold on
-    # compare_dir / job.run_name, and the report below reads whatever finished.
+    share = threads or (threads_for_run(None) if jobs == 1 else fair_share(jobs))
+    for run_name, run_config in {j.run_name: j.config for j in all_jobs}.items():
+        if not (compare_dir / run_name / "config.json").is_file():
+            write_json(compare_dir / run_name / "config.json", run_config.to_dict())
+    logger.info("%d of %d run(s) to do, %d at once, %d thread(s) each", len(pending), len(all_jobs), jobs, share)
     started = time.perf_counter()
     done = 0
     try:
         with progress_shown(progress):
-            job_bar = bar(len(jobs), "compare", "run")
-            for number, job in enumerate(jobs, 1):
-                run_dir = compare_dir / job.run_name
-                if not (run_dir / "config.json").is_file():
-                    write_json(run_dir / "config.json", job.config.to_dict())
-                if (run_dir / f"fold-{job.fold}" / "metrics.json").is_file():
-                    logger.info("[%d/%d] %s fold %d already finished: skipped", number, len(jobs), job.run_name,
-                                job.fold)
-                else:
-                    logger.info("[%d/%d] %s fold %d", number, len(jobs), job.run_name, job.fold)
-                    run_fold(job.config, prepared, space, prepared.folds[job.fold], run_dir, trainer_kwargs)
+            job_bar = bar(len(all_jobs), "compare", "run")
+            job_bar.update(len(all_jobs) - len(pending))
+            if jobs == 1:
+                use_threads(share)
+                for number, job in enumerate(pending, 1):
+                    logger.info("[%d/%d] %s fold %d", number, len(pending), job.run_name, job.fold)
+                    run_fold(job.config, prepared, space, prepared.folds[job.fold], compare_dir / job.run_name,
+                             trainer_kwargs)
                     done += 1
-                job_bar.update(1)
+                    job_bar.update(1)
+            else:
+                for outcome in _run_in_processes(pending, compare_dir, data_dir, jobs, share, trainer_kwargs):
+                    if "error" in outcome:
+                        logger.warning("%s fold %d failed: %s", outcome["run_name"], outcome["fold"], outcome["error"])
+                    else:
+                        done += 1
+                        logger.info("[%d/%d] %s fold %d: test UA %.4f (%.0f s)", done, len(pending),
+                                    outcome["run_name"], outcome["fold"], outcome["test_ua"], outcome["seconds"])
+                    job_bar.update(1)
             job_bar.close()
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM / SIGHUP in the CLI: name what resumes
         interrupt.resume_dir = compare_dir  # type: ignore[attr-defined]
         raise
     logger.info("%d run(s) done in %.0f s (%d already finished)", done, time.perf_counter() - started,
-                len(jobs) - done)
-    for run_name, run_config in {j.run_name: j.config for j in jobs}.items():
+                len(all_jobs) - len(pending))
+    for run_name, run_config in {j.run_name: j.config for j in all_jobs}.items():
         _write_run_summary(compare_dir / run_name, run_config, prepared)
     report = build_report(compare_dir)
     if webui:
         report["webui"] = publish_to_webui(compare_dir, host=webui_host)
     return compare_dir, report
+
+
+def _job_process_init(threads: int) -> None:
+    """A comparison job's process: its share of the cores, the NNI fixes, SIGTERM as Ctrl-C, quiet logs."""
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # unwinds as Ctrl-C does: NNI managers and trials are stopped
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the jobs
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s W %(name)s: %(message)s", datefmt="%H:%M:%S")
+    use_threads(threads)
+    compat.apply()
+
+
+def _run_job(task: tuple[dict[str, Any], int, str, str | None, dict[str, Any] | None]) -> dict[str, Any]:
+    """One (method, seed, fold) run in a job process; its outcome, or the error that stopped it."""
+    config_dict, fold, run_dir, data_dir, trainer_kwargs = task
+    started = time.perf_counter()
+    outcome: dict[str, Any] = {"run_name": Path(run_dir).name, "fold": fold}
+    try:
+        config = RunConfig.from_dict(config_dict)
+        prepared = prepare_data(config.data, data_dir=data_dir, progress=False)
+        space = adapt_space(config.space, prepared)
+        metrics = run_fold(config, prepared, space, prepared.folds[fold], Path(run_dir), trainer_kwargs)
+        outcome.update(test_ua=metrics["test_ua"], seconds=time.perf_counter() - started)
+    except Exception as error:  # one failed run never costs the others; its folder stays unfinished
+        outcome["error"] = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return outcome
+
+
+def _run_in_processes(jobs: list[CompareJob], compare_dir: Path, data_dir: str | Path | None, processes: int,
+                      threads: int, trainer_kwargs: dict[str, Any] | None) -> Any:
+    """Run ``jobs`` ``processes`` at a time, each in a fresh process with ``threads`` threads;
+    yield each outcome as it finishes. On Ctrl-C (or SIGTERM) the job processes are stopped."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding threads
+    tasks = [(job.config.to_dict(), job.fold, str(compare_dir / job.run_name),
+              None if data_dir is None else str(data_dir), trainer_kwargs) for job in jobs]
+    pool = context.Pool(processes, initializer=_job_process_init, initargs=(threads,), maxtasksperchild=1)
+    try:
+        yield from pool.imap_unordered(_run_job, tasks)
+        pool.close()
+    except BaseException:
+        pool.terminate()  # SIGTERM to every job process: each stops its NNI experiment
+        raise
+    finally:
+        pool.join()
 
 
 def publish_to_webui(compare_dir: str | Path, port: int = 0, concurrency: int = 4,
@@ -630,6 +704,10 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="debug logging, NNI's included")
     parser.add_argument("--webui", action=argparse.BooleanOptionalAction, default=True,
                         help="show all runs together as the trials of one NNI experiment (ser-nas view DIR)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="runs at once, each in its own process with its share of the cores (default: 1)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch threads of each run (default: the cores divided by --jobs)")
     parser.add_argument("--webui-host", default=None, metavar="ADDRESS",
                         help="where that web UI listens: 127.0.0.1 (default), or 0.0.0.0 for every interface "
                              "(NNI's API has no authentication; prefer an SSH tunnel)")
@@ -681,11 +759,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.resume:
         compare_dir, report = run_compare(None, data_dir=args.data_dir, resume=args.resume, progress=not args.quiet,
-                                          webui=args.webui, webui_host=args.webui_host)
+                                          webui=args.webui, webui_host=args.webui_host, jobs=args.jobs,
+                                          threads=args.threads)
     else:
         compare_dir, report = run_compare(compare_config_from_args(args), output_dir=args.output,
                                           data_dir=args.data_dir, progress=not args.quiet, webui=args.webui,
-                                          webui_host=args.webui_host)
+                                          webui_host=args.webui_host, jobs=args.jobs, threads=args.threads)
     print(f"comparison folder: {compare_dir}")
     print(report["markdown"], end="")
     if report["missing"]:

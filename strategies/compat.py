@@ -294,18 +294,26 @@ def _terminate(processes: list[Any]) -> None:
         logger.debug("stopped %d NNI manager / trial process(es) left by an interrupted start", len(family))
 
 
-def configure_experiment(experiment: Any, seed: int | None = None) -> None:
+def configure_experiment(experiment: Any, seed: int | None = None, threads: int | None = None) -> None:
     """Make an ``NasExperiment``'s trials start through this module (fix 1).
 
     NNI only lets the trial command's ``{envs}`` and ``{python}`` parts vary; we keep NNI's
     own trial entry point and prefix it with this module, which applies the fixes first.
     With ``seed``, every trial seeds Python, NumPy and torch with it before NNI builds the
-    trial's model, so a trial's weights do not depend on the process it landed in.
+    trial's model, so a trial's weights do not depend on the process it landed in. With
+    ``threads``, every trial runs torch with that many threads (strategies.threads).
     """
+    from .threads import THREADS_VARIABLE
+
     params = dict(getattr(experiment.config, "_trial_command_params", None) or {})
     params["python"] = f"{sys.executable} -m {TRIAL_ENTRY_MODULE}"
+    envs = []
     if seed is not None:
-        params["envs"] = f"{_SEED_VARIABLE}={int(seed)}"
+        envs.append(f"{_SEED_VARIABLE}={int(seed)}")
+    if threads is not None:
+        envs += [f"{name}={int(threads)}" for name in (THREADS_VARIABLE, "OMP_NUM_THREADS", "MKL_NUM_THREADS")]
+    if envs:
+        params["envs"] = " ".join(envs)
     experiment.config._trial_command_params = params
 
 
@@ -326,6 +334,11 @@ def _trial_main(argv: list[str]) -> None:
     if len(argv) < 2 or argv[0] != "-m":
         raise SystemExit("usage: python -m strategies.compat -m MODULE [ARGS...]")
     apply()
+    from .threads import THREADS_VARIABLE, use_threads
+
+    threads = os.environ.get(THREADS_VARIABLE, "")
+    if threads.isdigit() and int(threads) >= 1:
+        use_threads(int(threads))  # the share its parent gave this trial
     seed = os.environ.get(_SEED_VARIABLE)
     if seed is not None:
         import pytorch_lightning

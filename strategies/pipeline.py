@@ -47,6 +47,7 @@ from .data.folds import Fold
 from .data.prepare import DataConfig, PreparedData, prepare_data
 from .evaluator import SERModule, TrainConfig, evaluate_model, make_lightning
 from .plots import plot_confusion, plot_history
+from .threads import threads_for_run, use_threads
 from .webui import relocate_experiments
 from .progress import bar
 from .progress import shown as progress_shown
@@ -337,6 +338,7 @@ def _check_fold_classes(prepared: PreparedData, fold: Fold, batch_size: int) -> 
 def _finish_fold(work: Path, final: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     # the web UI shows the NNI experiments' stored paths: the folder's name once renamed
     relocate_experiments(work, work.resolve(), final.resolve())
+    metrics = {**metrics, "threads": torch.get_num_threads()}  # what the figures ran with (strategies.threads)
     write_json(work / "metrics.json", metrics)  # written last: a fold folder with it is complete
     if final.exists():
         shutil.rmtree(final)
@@ -406,12 +408,16 @@ def summarize_folds(metrics: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_pipeline(config: RunConfig, output_dir: str | Path = "runs", data_dir: str | Path | None = None,
                  resume: str | Path | None = None, progress: bool = True,
-                 trainer_kwargs: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+                 trainer_kwargs: dict[str, Any] | None = None,
+                 threads: int | None = None) -> tuple[Path, dict[str, Any]]:
     """Run (or resume) search -> retrain -> test over the selected folds; see the module docstring.
 
-    Returns the run folder and the summary (also in ``summary.json``).
+    ``threads``: torch / OpenMP threads (default: :func:`strategies.threads.threads_for_run`,
+    all cores unless a parent or ``$OMP_NUM_THREADS`` says otherwise); each fold records its
+    count in ``metrics.json``. Returns the run folder and the summary (also in ``summary.json``).
     """
     compat.apply()
+    use_threads(threads_for_run(threads))
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / "config.json").is_file():

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
+import torch
 
 from ser_space import SERSpace, SpaceConfig, validate_architecture
 
@@ -29,6 +30,7 @@ from . import compat
 from .evaluator import SERModule, TrainConfig, make_lightning
 from .oneshot import EpochValidation, plain_value
 from .registry import get_strategy
+from .threads import fair_share
 from .webui import free_port
 from .trial_job import epoch_reporter
 from .training_service import check_oneshot_devices, configure_training_service, manager_listen_host
@@ -212,7 +214,11 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
         experiment.config.max_trial_number = search.trials
         experiment.config.experiment_working_directory = str((workdir / "nni").resolve())
         experiment.config.experiment_name = experiment_name or f"ser-nas {spec.name} {workdir.resolve()}"
-        compat.configure_experiment(experiment, seed=search.seed)
+        # local trials share this process's cores: trial_concurrency at once (strategies.threads)
+        local = search.training_service == "local" and not search.training_service_config
+        compat.configure_experiment(experiment, seed=search.seed,
+                                    threads=fair_share(search.trial_concurrency, torch.get_num_threads())
+                                    if local else None)
         # local / remote / pass-through service, concurrency, GPUs per trial (after compat: trial Python)
         configure_training_service(experiment, search)
         port = search.port or free_port()

@@ -131,7 +131,14 @@ def run_jobs_as_trials(jobs: list[dict[str, Any]], workdir: str | Path, port: in
     config.max_trial_number = len(jobs)
     config.trial_concurrency = max(1, int(concurrency))
     config.trial_code_directory = str(workdir)
-    config.trial_command = (f"{shlex.quote(sys.executable)} -m strategies.compat -m {TRIAL_JOB_MODULE} "
+    # each trial gets its share of this process's cores (strategies.threads)
+    import torch
+
+    from .threads import THREADS_VARIABLE, fair_share
+
+    threads = fair_share(config.trial_concurrency, torch.get_num_threads())
+    config.trial_command = (f"{THREADS_VARIABLE}={threads} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
+                            f"{shlex.quote(sys.executable)} -m strategies.compat -m {TRIAL_JOB_MODULE} "
                             f"{shlex.quote(str(jobs_dir))}")
     config.experiment_working_directory = str(workdir / "nni")
     config.training_service.use_active_gpu = True  # a GPU busy with the main process is still usable

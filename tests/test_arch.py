@@ -171,3 +171,24 @@ def test_draw_cells_writes_a_png(config: SpaceConfig, tmp_path: Path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 5000
     assert [p.name for p in tmp_path.iterdir()] == ["cells.png"]
+
+
+def test_a_seeded_build_does_not_depend_on_what_was_built_before() -> None:
+    """The architecture checks build the space once per config (cached); that must not move the
+    global RNG, or a fold's weights would depend on the folds run before it in the process."""
+    import torch
+
+    from ser_space import SpaceConfig, build_model
+    from ser_space.arch import _label_specs
+    from strategies.baselines import hand_designed_architecture
+
+    space = SpaceConfig.tiny().replace(affine=True)
+    sample = hand_designed_architecture("cnn_lstm", space)
+    weights = []
+    for _ in range(2):  # cold cache, then warm
+        if not weights:
+            _label_specs.cache_clear()
+        torch.manual_seed(0)
+        model = build_model(sample, space)
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -275,3 +275,32 @@ def test_all_runs_are_trials_of_one_nni_experiment(tiny_comparison: tuple[Path, 
         periodic = [r for r in rows if r[0] == info["trials"][job] and r[1] == "PERIODICAL"]
         assert len(periodic) == epochs
     assert json.loads((compare_dir / "webui.json").read_text())["experiment_id"] == experiment_dir.name
+
+
+def test_jobs_are_checked_before_anything_is_written(tmp_path: Path) -> None:
+    config = CompareConfig(strategies=("darts",), seeds=1, folds=(0,), baseline=None, references=(), epochs=1)
+    for jobs, message in ((0, "give 1 or more"), (3, "only 1 run")):
+        with pytest.raises(ValueError, match=message):
+            compare.run_compare(config, output_dir=tmp_path / "out", jobs=jobs, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_parallel_jobs_give_the_same_results_as_one_at_a_time(tmp_path: Path) -> None:
+    """A run's result depends on its config, seed and threads, never on what ran beside it."""
+    flags = ["--strategies", "darts", "--seeds", "1", "--folds", "0,1", "--epochs", "1", "--baseline", "cnn_lstm",
+             "--references", "none", "--space", "tiny", "--retrain-max-epochs", "2", "--quiet", "--no-webui",
+             "--threads", "1"]
+    results = {}
+    for jobs in (1, 2):
+        output = tmp_path / f"jobs{jobs}"
+        args = _parser().parse_args(["compare", *flags, "--jobs", str(jobs), "--output", str(output)])
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert compare.cmd_compare(args) == 0
+        (compare_dir,) = output.glob("*-synthetic-compare")
+        table = pd.read_csv(compare_dir / "results.csv").sort_values(["method", "fold"])
+        assert len(table) == 4
+        for path in compare_dir.glob("*-seed*/fold-*/metrics.json"):
+            assert read_json(path)["threads"] == 1
+        results[jobs] = table[["method", "fold", "test_ua", "test_wa", "val_ua"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(results[1], results[2])
