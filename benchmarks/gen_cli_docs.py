@@ -38,15 +38,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def _parser() -> argparse.ArgumentParser:
     from strategies.cli import build_parser
 
-    parser = build_parser()
-    commands = _subparsers(parser)
-    if "compare" not in commands:  # until strategies/cli.py registers it, document it here as it will be
-        from strategies.compare import add_compare_parser
-
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                add_compare_parser(action)
-    return parser
+    return build_parser()
 
 
 def _sections(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[tuple[str, str]]:

@@ -68,6 +68,8 @@ ROWS: dict[str, dict[str, Any]] = {
     "darts": {"strategy": "darts"},
     # the other strategies under the same budget: one-shot ones 10 supernet epochs, random search
     # strategies.search.equal_budget of it (4 trials of 5 epochs, the same passes over the data)
+    # DARTS with 5 warm-up epochs of weight training before the architecture moves (15 in all)
+    "darts-warmup": {"strategy": "darts", "search": {"epochs": 15, "warmup_epochs": 5}},
     "enas": {"strategy": "enas"},
     "gumbel_darts": {"strategy": "gumbel_darts"},
     "random": {"strategy": "random"},
@@ -94,7 +96,7 @@ def row_config(name: str, root: str, folds: tuple[int, ...] | None, seed: int) -
         retrain = TrainConfig(**changes["retrain"])
     else:
         retrain = retrain.replace(**changes.get("retrain", {}))
-    search = base.search.replace(seed=seed, strategy=changes.get("strategy", "darts"))
+    search = base.search.replace(seed=seed, strategy=changes.get("strategy", "darts"), **changes.get("search", {}))
     if get_strategy(search.strategy).kind == "multi":
         search = equal_budget(search)
     return dataclasses.replace(base, data=dataclasses.replace(base.data, features=features), space=space,
@@ -205,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run nothing: tabulate the finished runs of the rows and seeds given")
     parser.add_argument("--name", default="recipe_ablation", help="results file name (NAME.json)")
     parser.add_argument("--out-dir", default=None, help="where NAME.json goes (default benchmarks/results)")
+    parser.add_argument("--base", default="recipe",
+                        help="the row the paired differences are taken against (default: recipe)")
     parser.add_argument("--list", action="store_true", help="print the rows and exit")
     args = parser.parse_args(argv)
     if args.list:
@@ -241,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.info("[%d/%d] %s: test UA %.3f ± %.3f (%.1f min); about %.0f min left", number, len(names), name,
                      rows[-1]["test_ua_mean"], rows[-1]["test_ua_std"], rows[-1]["minutes"],
                      elapsed / number * (len(names) - number))
-    print(table(rows))
+    print(table(rows, base=args.base))
     write_results(args.name, {"machine": machine_info("cpu"), "folds": args.folds, "rows": rows},
                   out_dir=args.out_dir)
     return 0

@@ -206,7 +206,6 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--timeout", type=float, default=None,
                       help="stop the web UI after this many seconds (default: until Ctrl-C)")
     view.add_argument("--verbose", action="store_true")
-    from .compare import add_compare_parser
     from .reproduce import add_reproduce_parser
 
     add_compare_parser(sub)
@@ -408,6 +407,119 @@ def cmd_view(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- ser-nas compare
+
+def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``compare`` subcommand to the ``ser-nas`` subparsers."""
+    from .baselines import BASELINES
+    from .compare import CompareConfig
+    from .evaluator import TrainConfig
+
+    defaults = CompareConfig()
+    parser = subparsers.add_parser(
+        "compare", help="compare NAS strategies (+ a hand-designed baseline) under equal search budgets",
+        description="Run every strategy x seed x fold with equal search budgets, retrain each found "
+                    "architecture with the same settings, test it, and write a report (results.csv, "
+                    "table.md, table.csv, figures) into one comparison folder.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--strategies", default=",".join(defaults.strategies),
+                        help="registered strategies, comma separated")
+    parser.add_argument("--seeds", default="1",
+                        help="number of seeds N (seeds 0..N-1), or a comma-separated list such as 3,7")
+    parser.add_argument("--folds", default="0", help="fold indices, comma separated, or 'all'")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs,
+                        help="search budget: one-shot supernet epochs; multi-trial strategies get "
+                             "round(2 * epochs / trial-epochs) trials")
+    parser.add_argument("--trial-epochs", type=int, default=defaults.trial_epochs,
+                        help="multi-trial: training epochs per trial")
+    parser.add_argument("--baseline", default=defaults.baseline,
+                        help=f"hand-designed baseline row ({', '.join(BASELINES)}) or 'none'")
+    parser.add_argument("--references", default="default",
+                        help="reference baseline rows, comma separated (mfcc_stats, egemaps, compare2016, each "
+                             "optionally :logreg or :svm), 'none', or 'default' (mfcc_stats, plus the openSMILE "
+                             "sets where the opensmile extra is installed)")
+    parser.add_argument("--space", default=None, choices=SPACE_PRESETS,
+                        help="search space preset (default: tiny on the synthetic corpus, small on real speech)")
+    parser.add_argument("--output", default="runs", help="where the comparison folder is created")
+    parser.add_argument("--resume", default=None, metavar="COMPARE_DIR",
+                        help="finish an interrupted comparison: skip finished runs, run the rest "
+                             "(its compare.json gives every setting)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--verbose", action="store_true", help="debug logging, NNI's included")
+    parser.add_argument("--webui", action=argparse.BooleanOptionalAction, default=True,
+                        help="show all runs together as the trials of one NNI experiment (ser-nas view DIR)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="runs at once, each in its own process with its share of the cores (default: 1)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch threads of each run (default: the cores divided by --jobs)")
+    parser.add_argument("--webui-host", default=None, metavar="ADDRESS",
+                        help="where that web UI listens: 127.0.0.1 (default), or 0.0.0.0 for every interface "
+                             "(NNI's API has no authentication; prefer an SSH tunnel)")
+    _add_data_flags(parser)
+    add_config_flags(parser, TrainConfig, prefix="search-train-", group_title="weight training during search",
+                     skip=("max_epochs", "seed"))
+    add_config_flags(parser, TrainConfig, prefix="retrain-", group_title="retraining (the same for every run)",
+                     skip=("seed",))
+    return parser
+
+
+def _parse_seeds(text: str) -> tuple[int, ...] | int:
+    text = text.strip()
+    try:
+        if "," in text:
+            return tuple(int(v) for v in text.split(",") if v.strip())
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: expected a count N or comma-separated seeds") from None
+
+
+def compare_config_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`CompareConfig` of parsed ``compare`` arguments."""
+    from .compare import CompareConfig
+    from .recipes import recipe_for
+
+    defaults = CompareConfig()
+    if args.dataset != "synthetic":
+        # real speech: the real-speech recipe's space and training (strategies.recipes)
+        recipe = recipe_for(args.dataset)
+        defaults = defaults.replace(space=recipe.space, search_train=recipe.search_train, retrain=recipe.retrain)
+    baseline = None if str(args.baseline).lower() in ("none", "") else args.baseline
+    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
+    text = str(args.references).strip().lower()
+    references = defaults.references if text == "default" else () if text in ("none", "") else \
+        tuple(r.strip() for r in args.references.split(",") if r.strip())
+    return CompareConfig(strategies=strategies, seeds=_parse_seeds(args.seeds), folds=_folds(args.folds),
+                         baseline=baseline, references=references, epochs=args.epochs,
+                         trial_epochs=args.trial_epochs, data=_data_config(args),
+                         space=_space_preset(args.space) if args.space else defaults.space,
+                         search_train=config_from_flags(defaults.search_train, args, prefix="search_train_"),
+                         retrain=config_from_flags(defaults.retrain, args, prefix="retrain_"))
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``ser-nas compare``: run (or resume) a comparison and print its Markdown table."""
+    from .compare import run_compare
+
+    started = time.perf_counter()
+    if args.resume:
+        compare_dir, report = run_compare(None, data_dir=args.data_dir, resume=args.resume, progress=not args.quiet,
+                                          webui=args.webui, webui_host=args.webui_host, jobs=args.jobs,
+                                          threads=args.threads)
+    else:
+        compare_dir, report = run_compare(compare_config_from_args(args), output_dir=args.output,
+                                          data_dir=args.data_dir, progress=not args.quiet, webui=args.webui,
+                                          webui_host=args.webui_host, jobs=args.jobs, threads=args.threads)
+    print(f"comparison folder: {compare_dir}")
+    print(report["markdown"], end="")
+    if report["missing"]:
+        print(f"unfinished runs: {', '.join(report['missing'])}")
+    if "webui" in report:
+        print(f"all runs in the NNI web UI: experiment {report['webui']['experiment_id']} "
+              f"(reopen with: ser-nas view {compare_dir})")
+    print(f"total time {time.perf_counter() - started:.0f} s")
+    return 0
+
+
 _RECEIVED: list[int] = []  # signals turned into Stopped during this process
 
 
@@ -492,8 +604,6 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.command == "view":
             return cmd_view(args)
         if args.command == "compare":
-            from .compare import cmd_compare
-
             return cmd_compare(args)
         if args.command == "reproduce":
             from .reproduce import cmd_reproduce

@@ -20,8 +20,8 @@ import pytest
 
 import miniature
 from strategies import compare
-from strategies.compare import (CompareConfig, add_compare_parser, build_report, compare_config_from_args,
-                                default_references)
+from strategies.cli import add_compare_parser, cmd_compare, compare_config_from_args
+from strategies.compare import CompareConfig, build_report, default_references
 from strategies.recipes import REAL_SPEECH
 from strategies.runs import read_json, write_json
 from strategies.search import equal_budget
@@ -185,7 +185,7 @@ def tiny_comparison(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str
     args = _parser().parse_args(["compare", *TINY_FLAGS, "--output", str(output)])
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert compare.cmd_compare(args) == 0
+        assert cmd_compare(args) == 0
     (compare_dir,) = output.glob("*-synthetic-compare")
     return compare_dir, printed.getvalue()
 
@@ -235,7 +235,7 @@ def test_resume_redoes_only_the_missing_run(tiny_comparison: tuple[Path, str], t
     args = _parser().parse_args(["compare", "--resume", str(compare_dir), "--quiet"])
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert compare.cmd_compare(args) == 0
+        assert cmd_compare(args) == 0
     assert calls == [("baseline-cnn_lstm-seed0", 0)]
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # finished runs untouched
     report = read_json(compare_dir / "report.json")
@@ -296,7 +296,7 @@ def test_parallel_jobs_give_the_same_results_as_one_at_a_time(tmp_path: Path) ->
         output = tmp_path / f"jobs{jobs}"
         args = _parser().parse_args(["compare", *flags, "--jobs", str(jobs), "--output", str(output)])
         with contextlib.redirect_stdout(io.StringIO()):
-            assert compare.cmd_compare(args) == 0
+            assert cmd_compare(args) == 0
         (compare_dir,) = output.glob("*-synthetic-compare")
         table = pd.read_csv(compare_dir / "results.csv").sort_values(["method", "fold"])
         assert len(table) == 4
