@@ -144,6 +144,28 @@ def _plain(sample: dict[str, Any]) -> dict[str, Any]:
     return {str(k): plain_value(v) for k, v in sample.items()}
 
 
+ZERO_OP = "none"
+
+
+def searched_space(space_config: SpaceConfig, strategy: str) -> SpaceConfig:
+    """The space a strategy samples from: without the zero op, unless it is differentiable.
+
+    The zero op (``none``) is DARTS's relaxation device: a supernet weight for "no edge",
+    never part of a found network (the DARTS derivation skips it). A strategy that samples
+    whole architectures (ENAS, Random, evolution, TPE) would otherwise pick it as an op, and an
+    edge set to zero can cut a cell, or the sequence part, off the classifier: on EmoDB, ENAS
+    exported such networks and they tested at chance. Without it every strategy chooses from
+    the same final networks. The labels stay the same, so what is found is a point of the
+    full space and validates against it.
+    """
+    spec = get_strategy(strategy)
+    if spec.kind == "oneshot" and not spec.sampling:
+        return space_config
+    changes = {name: tuple(op for op in getattr(space_config, name) if op != ZERO_OP)
+               for name in ("cnn_ops", "seq_ops") if ZERO_OP in getattr(space_config, name)}
+    return space_config.replace(**changes) if changes else space_config
+
+
 def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConfig, train_dataset: Any,
                val_dataset: Any, workdir: str | Path, num_classes: int | None = None,
                train_labels: list[int] | None = None, trainer_kwargs: dict[str, Any] | None = None,
@@ -169,6 +191,7 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
         if result is not None:
             return result
     num_classes = num_classes or space_config.num_classes
+    space_config = searched_space(space_config, search.strategy)
     started = time.perf_counter()
     pl.seed_everything(search.seed, workers=True)  # before the space: its weights are initialised now
     space = SERSpace(space_config.to_dict())

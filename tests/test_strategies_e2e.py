@@ -59,8 +59,8 @@ def test_oneshot_strategy_searches_and_exports(strategy: str, tmp_path: Path) ->
     assert [e["epoch"] for e in result.history] == [0, 1]
     assert all(0.0 <= e["val_ua"] <= 1.0 for e in result.history)
     assert result.last_architecture == result.history[-1]["architecture"]
-    if strategy == "darts":  # the DARTS derivation never keeps the zero op
-        assert "none" not in [v for k, v in result.architecture.items() if "/op_" in k]
+    # the DARTS derivation never keeps the zero op, and ENAS samples from a space without it
+    assert "none" not in [v for k, v in result.architecture.items() if "/op_" in k]
 
 
 def test_darts_search_in_bf16_mixed_precision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -127,3 +127,21 @@ def test_nni_multi_trial_strategies_search_ser_space(strategy: str, tmp_path: Pa
     assert set(result.architecture) == set(SERSpace(space.to_dict()).simplify())
     _check_architecture(result.architecture, space)
     assert len(result.history) == 2 and all(e["final"] is not None for e in result.history)
+
+
+def test_sampling_strategies_search_without_the_zero_op() -> None:
+    from strategies.search import searched_space
+
+    space = SpaceConfig.small()
+    assert "none" in space.cnn_ops and "none" in space.seq_ops
+    for strategy in ("darts", "gumbel_darts"):  # differentiable: the zero op is their "no edge" weight
+        assert searched_space(space, strategy) == space
+    for strategy in ("enas", "random", "evolution", "tpe"):
+        reduced = searched_space(space, strategy)
+        assert "none" not in reduced.cnn_ops and "none" not in reduced.seq_ops
+        assert set(reduced.cnn_ops) == set(space.cnn_ops) - {"none"}
+        # what they find is a point of the full space
+        sample: dict = {}
+        for mutable in SERSpace(reduced.to_dict()).simplify().values():
+            mutable.random(memo=sample)
+        validate_architecture(sample, space)
