@@ -134,13 +134,13 @@ def write_results(name: str, payload: dict[str, Any], out_dir: str | Path | None
     An earlier result of the same name stays intact until the new one is complete; a folder
     that cannot be written ends the script with a one-line error naming it.
     """
+    from ser_space.arch import write_atomically  # the project's one atomic writer
+
     folder = Path(out_dir) if out_dir else RESULTS
     path = folder / f"{name}.json"
-    partial = path.with_name(path.name + ".partial")
+    text = json.dumps(payload, indent=2, default=str) + "\n"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        partial.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-        os.replace(partial, path)
+        write_atomically(path, lambda handle: handle.write(text.encode()))
     except OSError as exc:
         raise SystemExit(f"cannot write {path}: {exc.strerror or exc}") from None
     return path

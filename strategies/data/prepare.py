@@ -30,13 +30,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ser_space.arch import write_atomically as atomic_write  # the project's one atomic writer
+
 from .corpora import get_corpus, load_manifest
 from .errors import DataError
 from .features import FeatureConfig, extract_features
 from .features import _locked  # the feature cache's fcntl lock
 from .folds import Fold, default_protocol, load_folds, make_folds, save_folds
 from .synthetic import SyntheticConfig, ensure_synthetic_corpus, load_synthetic_manifest
-from ..runs import atomic_write
 
 logger = logging.getLogger(__name__)
 
