@@ -99,9 +99,10 @@ from strategies.predict import load_predictor
 test_speakers = set(prepared.folds[0].test_speakers)
 clips = prepared.manifest[prepared.manifest["speaker"].isin(test_speakers)].groupby("emotion").head(1)
 predictor = load_predictor(run_dir)  # fold-0/model.pt: weights, architecture, features, normalisation
-predictions = predictor.predict(list(clips["path"]))
+predictions = predictor.predict(list(clips["path"]))  # one row per file; status says whether it was judged
 predictions.insert(1, "true", list(clips["emotion"]))
-print(predictions.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+columns = ["path", "true", "emotion", *[c for c in predictions if c.startswith("p_")], "status", "speech_seconds"]
+print(predictions[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 """),
 ]
 
