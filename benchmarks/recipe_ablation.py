@@ -62,17 +62,26 @@ ROWS: dict[str, dict[str, Any]] = {
     "adam-no-decay": {"retrain": {"optimizer": "adam", "weight_decay": 3e-4}},
     "double-epochs": {"retrain": {"max_epochs": REAL_SPEECH.retrain.max_epochs * 2}},
     "cnn_lstm": {"baseline": "cnn_lstm"},
+    # the authors' recurrence, replacing the CNN's features by its states (the small space's
+    # recurrences are residual: x + LSTM(x))
+    "cnn_lstm-plain-rnn": {"baseline": "cnn_lstm", "space": {"seq_residual": False}},
     "wide": {"space": {"channels": REAL_SPEECH.space.channels * 2}},
     "best-val-epoch": {"retrain": {"model_selection": "best"}},
     # the search the recipe runs: DARTS on a C = 4 supernet, the found cells retrained at C = 8
     "darts": {"strategy": "darts"},
+    "darts-plain-rnn": {"strategy": "darts", "space": {"seq_residual": False}},
     # the other strategies under the same budget: one-shot ones 10 supernet epochs, random search
     # strategies.search.equal_budget of it (4 trials of 5 epochs, the same passes over the data)
-    # DARTS with 5 warm-up epochs of weight training before the architecture moves (15 in all)
-    "darts-warmup": {"strategy": "darts", "search": {"epochs": 15, "warmup_epochs": 5}},
     "enas": {"strategy": "enas"},
     "gumbel_darts": {"strategy": "gumbel_darts"},
     "random": {"strategy": "random"},
+    # the same strategies with the authors' plain recurrences; darts-warmup-plain-rnn: DARTS with
+    # 5 warm-up epochs of weight training before the architecture moves (15 in all)
+    "darts-warmup-plain-rnn": {"strategy": "darts", "search": {"epochs": 15, "warmup_epochs": 5},
+                               "space": {"seq_residual": False}},
+    "enas-plain-rnn": {"strategy": "enas", "space": {"seq_residual": False}},
+    "gumbel_darts-plain-rnn": {"strategy": "gumbel_darts", "space": {"seq_residual": False}},
+    "random-plain-rnn": {"strategy": "random", "space": {"seq_residual": False}},
     # reference baselines (strategies.reference) on the same folds: deterministic, one seed suffices
     **{f"ref-{name}": {"baseline": name} for name in (
         "mfcc_stats", "mfcc_stats:svm", "egemaps", "egemaps:logreg", "compare2016", "compare2016:logreg")},

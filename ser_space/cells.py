@@ -234,9 +234,10 @@ def cnn_edge(node_index: int, op_index: int, input_index: int | None, *, op: str
     return module
 
 
-def seq_edge(node_index: int, op_index: int, input_index: int | None, *, op: str, width: int) -> nn.Module:
+def seq_edge(node_index: int, op_index: int, input_index: int | None, *, op: str, width: int,
+             residual: bool = False) -> nn.Module:
     """Build the sequence op ``op`` for one sequence-cell edge (NNI ``Cell`` op factory)."""
-    return SEQ_OPS[op](width)
+    return SEQ_OPS[op](width, residual=residual)
 
 
 def cnn_edge_factories(ops: tuple[str, ...], channels: int, reduction: bool, affine: bool,
@@ -249,9 +250,9 @@ def cnn_edge_factories(ops: tuple[str, ...], channels: int, reduction: bool, aff
     }
 
 
-def seq_edge_factories(ops: tuple[str, ...], width: int) -> dict[str, partial[nn.Module]]:
+def seq_edge_factories(ops: tuple[str, ...], width: int, residual: bool = False) -> dict[str, partial[nn.Module]]:
     """``{op name: Cell op factory}`` for the sequence cell."""
-    return {op: partial(seq_edge, op=op, width=width) for op in ops}
+    return {op: partial(seq_edge, op=op, width=width, residual=residual) for op in ops}
 
 
 def pool_candidates(ops: tuple[str, ...], width: int) -> dict[str, nn.Module]:

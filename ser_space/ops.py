@@ -429,6 +429,7 @@ class Recurrent(nn.Module):
         unidirectional:  x (B, T, W) -> RNN(W -> W, num_layers)         -> y (B, T, W)
         bidirectional:   x (B, T, W) -> BiRNN(W -> W/2 per direction)   -> y (B, T, W)
                                         (forward and backward halves concatenated)
+        residual:        y = x + RNN(x)
 
     ``batch_first=True``: each utterance is its own sequence, so an output never depends
     on the other utterances of the batch (the authors' code ran the LSTM across the batch).
@@ -443,11 +444,15 @@ class Recurrent(nn.Module):
         Stacked recurrent layers.
     bidirectional
         Run both directions with ``width // 2`` hidden units each.
+    residual
+        Return ``x + RNN(x)``: the recurrence adds to its input instead of replacing it by
+        tanh-bounded states (``SpaceConfig.seq_residual``).
     """
 
     _CLASSES: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
-    def __init__(self, width: int, mode: str, num_layers: int, bidirectional: bool = False) -> None:
+    def __init__(self, width: int, mode: str, num_layers: int, bidirectional: bool = False,
+                 residual: bool = False) -> None:
         super().__init__()
         if mode not in self._CLASSES:
             raise ValueError(f"unknown recurrent mode {mode!r}; expected one of {sorted(self._CLASSES)}")
@@ -456,9 +461,15 @@ class Recurrent(nn.Module):
         hidden_size = width // 2 if bidirectional else width
         self.rnn = self._CLASSES[mode](width, hidden_size, num_layers=num_layers,
                                        batch_first=True, bidirectional=bidirectional)
+        self.residual = residual
+
+    def extra_repr(self) -> str:
+        return "residual=True" if self.residual else ""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(x)
+        if self.residual:
+            return out + x
         # Contiguous so DARTS can stack and weight it with the other candidates.
         return out.contiguous()
 
@@ -484,12 +495,12 @@ class SeqIdentity(nn.Identity):
     """
 
 
-SeqOpFactory = Callable[[int], nn.Module]
+SeqOpFactory = Callable[..., nn.Module]
 
 
 def _recurrent(mode: str, num_layers: int, bidirectional: bool = False) -> SeqOpFactory:
-    def factory(width: int) -> nn.Module:
-        return Recurrent(width, mode, num_layers, bidirectional)
+    def factory(width: int, residual: bool = False) -> nn.Module:
+        return Recurrent(width, mode, num_layers, bidirectional, residual)
     return factory
 
 
@@ -501,10 +512,11 @@ SEQ_OPS: dict[str, SeqOpFactory] = {
     **{f"gru_{n}": _recurrent("gru", n) for n in (1, 2)},
     **{f"rnn_{n}": _recurrent("rnn", n) for n in (1, 2, 3, 4)},
     **{f"birnn_{n}": _recurrent("rnn", n, True) for n in (1, 2)},
-    "skip_connect": lambda width: SeqIdentity(),
-    "none": lambda width: SeqZero(),
+    "skip_connect": lambda width, residual=False: SeqIdentity(),
+    "none": lambda width, residual=False: SeqZero(),
 }
-"""Sequence edge candidates: ``factory(width)``, (B, T, W) -> (B, T, W)."""
+"""Sequence edge candidates: ``factory(width, residual=False)``, (B, T, W) -> (B, T, W);
+``residual`` makes a recurrence return ``x + RNN(x)`` (the others ignore it)."""
 
 
 # --------------------------------------------------------------------------------------

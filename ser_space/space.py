@@ -136,7 +136,7 @@ class SERSpace(ModelSpace):
         self.to_sequence = ToSequence(config.seq_input)
         self.seq_proj = nn.Linear(config.seq_input_size, config.hidden_size)
         self.seq_cell = Cell(
-            seq_edge_factories(config.seq_ops, config.hidden_size),
+            seq_edge_factories(config.seq_ops, config.hidden_size, config.seq_residual),
             config.seq_num_nodes,
             num_ops_per_node=SEQ_NUM_OPS_PER_NODE,
             num_predecessors=SEQ_NUM_PREDECESSORS,

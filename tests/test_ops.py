@@ -207,6 +207,26 @@ def test_recurrent_op_runs_over_time(name: str) -> None:
     assert forward_dependency > 1e-6
 
 
+@pytest.mark.parametrize("name", [n for n in sorted(SEQ_OPS) if n not in ("none", "skip_connect")])
+def test_residual_recurrence_adds_its_input(name: str) -> None:
+    # residual=True returns x + RNN(x) with the same weights (and state_dict keys) as the plain op.
+    torch.manual_seed(0)
+    plain = SEQ_OPS[name](WIDTH).eval()
+    residual = SEQ_OPS[name](WIDTH, residual=True).eval()
+    residual.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 5, WIDTH)
+    with torch.no_grad():
+        assert torch.allclose(residual(x), x + plain(x), atol=1e-6)
+        assert not torch.allclose(residual(x), plain(x), atol=1e-3)
+    assert "residual=True" in repr(residual) and "residual" not in repr(plain)
+
+
+@pytest.mark.parametrize("name", ["skip_connect", "none"])
+def test_residual_leaves_parameter_free_seq_ops_alone(name: str) -> None:
+    x = torch.randn(2, 5, WIDTH)
+    assert torch.equal(SEQ_OPS[name](WIDTH, residual=True)(x), SEQ_OPS[name](WIDTH)(x))
+
+
 def test_bidirectional_op_rejects_odd_width() -> None:
     with pytest.raises(ValueError, match="even width"):
         SEQ_OPS["bilstm_1"](7)

@@ -64,6 +64,7 @@ def test_default_config_is_the_paper_geometry() -> None:
     ({"seq_input": "stack"}, "seq_input"),
     ({"dropout": 1.0}, "dropout"),
     ({"affine": 1}, "affine"),
+    ({"seq_residual": "yes"}, "seq_residual must be a bool"),
 ])
 def test_config_rejects_bad_values_with_clear_messages(changes: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -75,6 +76,20 @@ def test_config_dict_round_trip_through_json() -> None:
         data = json.loads(json.dumps(config.to_dict()))
         assert isinstance(data["cnn_ops"], list)
         assert SpaceConfig.from_dict(data) == config
+
+
+def test_small_preset_has_residual_recurrences_and_old_files_keep_plain_ones() -> None:
+    # The small preset's LSTMs are x + LSTM(x); an architecture file written before the field
+    # existed (no seq_residual key) rebuilds the authors' plain recurrence.
+    assert SpaceConfig.small().seq_residual and not SpaceConfig.paper().seq_residual
+    data = SpaceConfig.small().to_dict()
+    del data["seq_residual"]
+    assert SpaceConfig.from_dict(data) == SpaceConfig.small().replace(seq_residual=False)
+    for residual in (True, False):
+        config = TINY.replace(seq_num_nodes=1, seq_residual=residual)
+        model = SERSpace(config)
+        ops = [m for m in model.modules() if type(m).__name__ == "Recurrent"]
+        assert ops and all(op.residual is residual for op in ops)
 
 
 def test_config_from_dict_rejects_unknown_keys() -> None:
