@@ -57,6 +57,14 @@ Fixes
    Choosing one of n is a categorical choice: :func:`apply` gives ``CategoricalMultiple`` an
    ``as_legacy_dict`` that describes ``n_chosen=1`` as ``choice`` over one-element lists (what
    ``freeze`` takes back); other ``n_chosen`` still raise NNI's error.
+7. **A manager that starts slowly is given up after 3 seconds.** ``start_experiment`` asks
+   the new manager for ``/check-status`` three times, one second apart
+   (``nni.experiment.launcher._check_rest_server(port, retry=3)``), and then raises
+   ``ConnectionError``, leaving the experiment unstarted. On a loaded 2-core machine (a
+   comparison's other job, a training beside it) Node needs longer than that to load NNI's
+   manager. :func:`apply` raises the default to :data:`MANAGER_START_SECONDS` tries: a
+   manager that answers sooner is found as soon as it does, and one that died still fails,
+   with NNI's error, after that time.
 """
 
 from __future__ import annotations
@@ -72,8 +80,11 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["verbose", "apply", "configure_experiment", "check_stack", "manager_host", "check_manager_host", "is_loopback", "LOOPBACK",
+__all__ = ["verbose", "apply", "configure_experiment", "check_stack", "manager_host", "check_manager_host", "is_loopback", "LOOPBACK", "MANAGER_START_SECONDS",
            "TRIAL_ENTRY_MODULE"]
+
+#: How many seconds a new NNI manager has to answer (fix 7; NNI's default is 3).
+MANAGER_START_SECONDS = 30
 
 #: Module that NNI's training service runs as the trial's Python (see fix 1).
 TRIAL_ENTRY_MODULE = "strategies.compat"
@@ -173,6 +184,7 @@ def apply() -> None:
     serializer.load.__kwdefaults__ = kwdefaults
     _preload_listen_script()
     _single_choice_as_legacy_dict()
+    _patient_manager_start()
     _applied = True
     logger.debug("NNI compatibility fixes applied")
 
@@ -191,6 +203,17 @@ def _single_choice_as_legacy_dict() -> None:
         return {"_type": "choice", "_value": [[value] for value in self.values]}
 
     CategoricalMultiple.as_legacy_dict = as_legacy_dict
+
+
+def _patient_manager_start() -> None:
+    """Fix 7: a new manager has :data:`MANAGER_START_SECONDS` to answer, not 3 seconds."""
+    from nni.experiment import launcher
+
+    defaults = launcher._check_rest_server.__defaults__
+    if not defaults or not isinstance(defaults[0], int):  # pragma: no cover - a future NNI changed it
+        raise RuntimeError("nni.experiment.launcher._check_rest_server has no retry argument; "
+                           "strategies.compat needs updating for this NNI release")
+    launcher._check_rest_server.__defaults__ = (max(defaults[0], MANAGER_START_SECONDS),) + defaults[1:]
 
 
 def _preload_listen_script() -> None:

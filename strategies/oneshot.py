@@ -9,7 +9,10 @@ authors' choice) beside the last one (plain DARTS).
 
 For DARTS the supernet is scored as it trains (the softmax-weighted mixture). For sampling
 strategies (ENAS) the exported architecture's path is fixed in the supernet and scored with
-the shared weights.
+the shared weights. A strategy that has nothing to export (NNI's ``RandomOneShot``, whose
+``export`` returns an arbitrary path) has ``candidates`` random paths scored instead, each
+with the shared weights, and the best of them recorded: random search with weight sharing
+(Li and Talwalkar 2019).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from .evaluator import SERModule, predict_logits
+from .evaluator import SERModule, classification_metrics, confusion_matrix, predict_logits
 
 logger = logging.getLogger(__name__)
 
@@ -77,20 +80,45 @@ class EpochValidation(pl.Callback):
     """Score the supernet on a validation loader after each training epoch."""
 
     def __init__(self, val_loader: Any, training_module: SERModule, fix_exported_path: bool,
-                 differentiable: bool) -> None:
+                 differentiable: bool, candidates: int = 0) -> None:
         self.val_loader = val_loader
         self.training_module = training_module
         self.fix_exported_path = fix_exported_path
         self.differentiable = differentiable
+        self.candidates = candidates  # > 0: score this many random paths, record the best
 
     @torch.no_grad()
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        exported = darts_genotype(pl_module) if self.differentiable else pl_module.export()
-        arch = {label: plain_value(v) for label, v in exported.items()}
-        if self.fix_exported_path:
-            memo = dict(arch)
-            for module in pl_module.supernet_modules():
-                module.resample(memo=memo)
-        logits, targets = predict_logits(pl_module.model, self.val_loader, pl_module.device)
+        if self.candidates:
+            arch, logits, targets = self._best_random_path(pl_module)
+        else:
+            exported = darts_genotype(pl_module) if self.differentiable else pl_module.export()
+            arch = {label: plain_value(v) for label, v in exported.items()}
+            if self.fix_exported_path:
+                _fix_path(pl_module, arch)
+            logits, targets = predict_logits(pl_module.model, self.val_loader, pl_module.device)
         self.training_module.record_validation(torch.from_numpy(logits), torch.from_numpy(targets),
                                                extra={"architecture": arch})
+
+    def _best_random_path(self, pl_module: Any) -> tuple[dict[str, Any], Any, Any]:
+        # the strategy's own sampler draws each path; the first of equal validation UAs is kept
+        best: tuple[float, dict[str, Any], Any, Any] | None = None
+        for _ in range(self.candidates):
+            memo: dict[str, Any] = {}
+            for module in pl_module.supernet_modules():
+                memo.update(module.resample(memo=memo))
+            arch = {label: plain_value(v) for label, v in memo.items()}
+            logits, targets = predict_logits(pl_module.model, self.val_loader, pl_module.device)
+            ua = classification_metrics(confusion_matrix(targets, logits.argmax(axis=1),
+                                                         logits.shape[1]))["ua"]
+            if best is None or ua > best[0]:
+                best = (ua, arch, logits, targets)
+        assert best is not None
+        _fix_path(pl_module, best[1])  # the supernet ends the epoch on the recorded path
+        return best[1], best[2], best[3]
+
+
+def _fix_path(pl_module: Any, arch: dict[str, Any]) -> None:
+    memo = dict(arch)
+    for module in pl_module.supernet_modules():
+        module.resample(memo=memo)

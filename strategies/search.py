@@ -44,12 +44,13 @@ __all__ = ["SearchConfig", "SearchResult", "run_search", "equal_budget"]
 class SearchConfig:
     """How the architecture search runs (the strategy and its budget)."""
 
-    strategy: str = "darts"  # registry name: darts, enas, random, gumbel_darts, evolution, tpe
+    strategy: str = "darts"  # registry name: darts, enas, gumbel_darts, random_oneshot, random, evolution, tpe, grid, policy_rl
     epochs: int = 50  # one-shot: supernet training epochs
     arc_learning_rate: float = 3e-4  # DARTS architecture (alpha) Adam learning rate
     gradient_clip: float | None = 5.0  # one-shot weight-step gradient clipping
     warmup_epochs: int = 0  # one-shot epochs before architecture updates start
     order: Literal["first", "second"] = "first"  # DARTS approximation order
+    candidates: int = 16  # random_oneshot: random paths scored on the validation split after each epoch; the best is kept
     genotype: Literal["best", "last"] = "last"  # one-shot: last epoch's architecture (DARTS) or best val UA (authors)
     channels: int | None = None  # supernet width C while searching (DARTS searches narrower than it retrains); None = the space's
     trials: int = 8  # multi-trial: architectures trained
@@ -69,8 +70,8 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         get_strategy(self.strategy)
-        if self.epochs < 1 or self.trials < 1 or self.trial_epochs < 1:
-            raise ValueError("epochs, trials and trial_epochs must be >= 1")
+        if self.epochs < 1 or self.trials < 1 or self.trial_epochs < 1 or self.candidates < 1:
+            raise ValueError("epochs, trials, trial_epochs and candidates must be >= 1")
         if self.channels is not None and (self.channels < 2 or self.channels % 2):
             raise ValueError(f"channels must be an even number >= 2 or None, got {self.channels}")
         if self.webui_host is not None:
@@ -205,7 +206,8 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
 
         val_loader = DataLoader(val_dataset, batch_size=max(config.batch_size, 64), shuffle=False)
         callback = EpochValidation(val_loader, module, fix_exported_path=spec.sampling,
-                                   differentiable=not spec.sampling)
+                                   differentiable=not spec.sampling,
+                                   candidates=search.candidates if spec.random_paths else 0)
         callbacks = [callback]
         reporter = epoch_reporter(module)  # inside a web UI trial: per-epoch results to the NNI manager
         if reporter is not None:

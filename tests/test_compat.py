@@ -261,3 +261,60 @@ def test_tpe_reads_the_whole_ser_space() -> None:
     legacy = {label: mutable.as_legacy_dict() for label, mutable in space.simplify().items()}
     inputs = [label for label in legacy if "/input_" in label]
     assert inputs and all(legacy[label]["_type"] == "choice" for label in legacy)
+
+
+def _serve_check_status_after(delay: float) -> tuple[int, "threading.Thread"]:
+    """A stand-in NNI manager on a free loopback port that starts answering after ``delay`` s."""
+    import http.server
+    import socket
+    import threading
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            body = b'{"status": "RUNNING"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    def serve() -> None:
+        time.sleep(delay)
+        with http.server.HTTPServer(("127.0.0.1", port), Handler) as server:
+            server.timeout = 10  # nobody asked: give up
+            server.handle_request()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return port, thread
+
+
+def test_nni_gives_a_slow_manager_three_seconds_and_apply_gives_it_more() -> None:
+    # The defect: NNI's launcher asks /check-status 3 times, a second apart, then gives up, so a
+    # manager that needs 5 s on a loaded machine never starts.  After apply() it is found.
+    import requests
+    from nni.experiment import launcher
+
+    saved = launcher._check_rest_server.__defaults__
+    try:
+        launcher._check_rest_server.__defaults__ = (3,) + saved[1:]  # NNI's own default
+        port, thread = _serve_check_status_after(5.0)
+        with pytest.raises(requests.exceptions.ConnectionError):
+            launcher._check_rest_server(port)
+
+        compat._patient_manager_start()
+        assert launcher._check_rest_server.__defaults__[0] == compat.MANAGER_START_SECONDS
+        port, thread = _serve_check_status_after(5.0)
+        launcher._check_rest_server(port)  # answers after 5 s: found
+        thread.join()
+    finally:
+        launcher._check_rest_server.__defaults__ = saved
+        compat._patient_manager_start()

@@ -8,12 +8,13 @@ tuner-channel payload fix: its features live in a folder whose name holds an esc
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from ser_space import SERSpace, SpaceConfig, build_model, validate_architecture
+from ser_space import SERSpace, SpaceConfig, build_model, load_architecture, save_architecture, validate_architecture
 from strategies.data.dataset import FeatureDataset
 from strategies.evaluator import TrainConfig
 from strategies.registry import STRATEGIES
@@ -38,23 +39,31 @@ def _datasets(folder: Path, features_name: str | None = None) -> tuple[FeatureDa
     return train, val
 
 
-def _check_architecture(sample: dict, space: SpaceConfig) -> None:
+def _check_architecture(sample: dict, space: SpaceConfig, folder: Path | None = None) -> None:
+    """The export validates, and rebuilds through the architecture file into a model that
+    runs forward and backward."""
     validate_architecture(sample, space)
-    model = build_model(sample, space).eval()
-    with torch.no_grad():
-        out = model(torch.randn(2, 1, N_MFCC, FRAMES))
+    if folder is not None:
+        save_architecture(folder / "architecture.json", sample, space)
+        model = build_model(load_architecture(folder / "architecture.json"))
+    else:
+        model = build_model(sample, space)
+    out = model(torch.randn(2, 1, N_MFCC, FRAMES))
     assert out.shape == (2, CLASSES)
     assert torch.isfinite(out).all()
+    out.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad
+               and p.grad is not None)
 
 
-@pytest.mark.parametrize("strategy", ["darts", "enas"])
+@pytest.mark.parametrize("strategy", ["darts", "enas", "gumbel_darts", "random_oneshot"])
 def test_oneshot_strategy_searches_and_exports(strategy: str, tmp_path: Path) -> None:
     space = _space()
     train, val = _datasets(tmp_path / "data")
-    result = run_search(space, SearchConfig(strategy=strategy, epochs=2), TrainConfig(batch_size=8),
+    result = run_search(space, SearchConfig(strategy=strategy, epochs=2, candidates=3), TrainConfig(batch_size=8),
                         train, val, tmp_path / "work", num_classes=CLASSES)
     assert set(result.architecture) == set(SERSpace(space.to_dict()).simplify())
-    _check_architecture(result.architecture, space)
+    _check_architecture(result.architecture, space, tmp_path)
     # per-epoch validation on the training speakers' split, with the exported architecture each epoch
     assert [e["epoch"] for e in result.history] == [0, 1]
     assert all(0.0 <= e["val_ua"] <= 1.0 for e in result.history)
@@ -116,16 +125,17 @@ def test_registry_strategies_build() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["tpe", "evolution"])
+@pytest.mark.parametrize("strategy", ["tpe", "evolution", "grid", "policy_rl"])
 def test_nni_multi_trial_strategies_search_ser_space(strategy: str, tmp_path: Path) -> None:
-    """NNI's TPE (needs strategies.compat fix 6: cell input choices as categorical choices) and
-    regularized evolution search SERSpace through real trials, and export a network that runs."""
+    """NNI's TPE (needs strategies.compat fix 6: cell input choices as categorical choices),
+    regularized evolution, grid search and PolicyBasedRL search SERSpace through real trials,
+    and export a network that rebuilds from its architecture file and trains."""
     space = _space()
     train, val = _datasets(tmp_path / "data")
     result = run_search(space, SearchConfig(strategy=strategy, trials=2, trial_epochs=1), TrainConfig(batch_size=16),
                         train, val, tmp_path / "work", num_classes=CLASSES)
     assert set(result.architecture) == set(SERSpace(space.to_dict()).simplify())
-    _check_architecture(result.architecture, space)
+    _check_architecture(result.architecture, space, tmp_path)
     assert len(result.history) == 2 and all(e["final"] is not None for e in result.history)
 
 
@@ -136,7 +146,7 @@ def test_sampling_strategies_search_without_the_zero_op() -> None:
     assert "none" in space.cnn_ops and "none" in space.seq_ops
     for strategy in ("darts", "gumbel_darts"):  # differentiable: the zero op is their "no edge" weight
         assert searched_space(space, strategy) == space
-    for strategy in ("enas", "random", "evolution", "tpe"):
+    for strategy in ("enas", "random_oneshot", "random", "evolution", "tpe", "grid", "policy_rl"):
         reduced = searched_space(space, strategy)
         assert "none" not in reduced.cnn_ops and "none" not in reduced.seq_ops
         assert set(reduced.cnn_ops) == set(space.cnn_ops) - {"none"}
@@ -145,3 +155,47 @@ def test_sampling_strategies_search_without_the_zero_op() -> None:
         for mutable in SERSpace(reduced.to_dict()).simplify().values():
             mutable.random(memo=sample)
         validate_architecture(sample, space)
+
+
+def test_random_oneshot_exports_the_best_of_its_scored_random_paths(tmp_path: Path) -> None:
+    # NNI's RandomOneShot.export() is an arbitrary path; the search scores `candidates` random
+    # paths with the shared weights after each epoch and records the best, which is exported
+    space = _space()
+    train, val = _datasets(tmp_path / "data")
+    result = run_search(space, SearchConfig(strategy="random_oneshot", epochs=2, candidates=4),
+                        TrainConfig(batch_size=8), train, val, tmp_path / "work", num_classes=CLASSES)
+    assert result.architecture == result.history[-1]["architecture"]
+    assert len({json.dumps(e["architecture"], sort_keys=True) for e in result.history}) == 2  # redrawn each epoch
+
+
+def test_nni_proxyless_fails_on_ser_space_and_the_registry_refuses_it() -> None:
+    """The defect behind REFUSED["proxyless"]: NNI 3.0's Proxyless breaks in the first step on
+    SERSpace (a reduction cell's candidate inputs differ in size). When a fixed NNI makes this
+    test fail, register Proxyless instead of refusing it."""
+    import nni
+    from nni.nas.evaluator.pytorch import Classification, DataLoader
+    from nni.nas.experiment import NasExperiment
+    from nni.nas.strategy import Proxyless
+    from torch.utils.data import TensorDataset
+
+    from strategies.registry import REFUSED, get_strategy
+
+    config = SpaceConfig.tiny()
+    torch.manual_seed(0)
+    dataset = nni.trace(TensorDataset)(torch.randn(16, 1, config.n_mfcc, config.frames),
+                                       torch.randint(0, config.num_classes, (16,)))
+    evaluator = Classification(train_dataloaders=DataLoader(dataset, batch_size=8),
+                               val_dataloaders=DataLoader(dataset, batch_size=8), max_epochs=1,
+                               num_classes=config.num_classes, accelerator="cpu", enable_progress_bar=False,
+                               logger=False, enable_checkpointing=False)
+    experiment = NasExperiment(SERSpace(config), evaluator, Proxyless())
+    try:
+        with pytest.raises(RuntimeError, match="[Ss]ize"):
+            experiment.run()
+    finally:
+        experiment.stop()
+    with pytest.raises(ValueError, match="Proxyless cannot search SERSpace.*use darts") as error:
+        SearchConfig(strategy="proxyless")
+    assert "\n" not in str(error.value) and "proxyless" in REFUSED
+    with pytest.raises(ValueError, match="proxyless"):
+        get_strategy("proxyless")
