@@ -276,15 +276,13 @@ def test_mixed_sum_with_only_plain_or_only_grid_terms() -> None:
         _close(a, r, f"grad {i}", rtol=1e-3)
 
 
+@pytest.mark.filterwarnings("ignore")  # NNI's mutation warnings, for this test only
 def test_fused_cell_is_used_on_cpu_in_training_and_not_in_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
-    import warnings
-
     from nni.nas.strategy import DARTS
 
     from ser_space import SERSpace, SpaceConfig
     from ser_space.cells import _differentiable_cell_class
 
-    warnings.filterwarnings("ignore")
     calls = []
     original = kernel_module.mixed_sum
     monkeypatch.setattr(kernel_module, "mixed_sum", lambda *a, **k: calls.append(1) or original(*a, **k))

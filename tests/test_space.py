@@ -239,7 +239,10 @@ def test_supernet_dry_run_forward() -> None:
 def test_drop_path_modules_are_settable() -> None:
     config = TINY.replace(drop_path_prob=0.2)
     model = build_model(random_architecture(config, seed=0), config)
-    assert set_drop_path_prob(model, 0.1) >= 0
+    drops = [m for m in model.modules() if type(m).__name__ == "DropPath"]
+    assert drops and all(d.drop_prob == 0.2 for d in drops)
+    assert set_drop_path_prob(model, 0.1) == len(drops)
+    assert all(d.drop_prob == 0.1 for d in drops)
     assert set_drop_path_prob(build_model(random_architecture(TINY, seed=0), TINY), 0.1) == 0
 
 

@@ -166,7 +166,8 @@ def test_view_serves_the_web_ui_and_rest_api(darts_run: tuple[Path, SearchResult
 
     def serve() -> None:
         try:
-            served.append(view(run_dir, port=port, timeout=5, on_ready=on_ready))
+            # long enough for the requests below on a loaded 2-core machine; view then stops itself
+            served.append(view(run_dir, port=port, timeout=20, on_ready=on_ready))
         except BaseException as error:  # reported by the test thread
             errors.append(error)
             ready.set()
