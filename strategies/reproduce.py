@@ -2,7 +2,7 @@
 
 Each :class:`PaperRow` of :data:`ROWS` is one figure of ../shared/PAPER.md section 8, stored
 with the figure itself, the authors' protocol preset it was measured on and the standard
-preset of the same corpus (:mod:`strategies.presets`). :func:`row_config` turns a row into a
+preset of the same corpus (:mod:`strategies.data.presets`). :func:`row_config` turns a row into a
 complete :class:`~strategies.pipeline.RunConfig`:
 
 - features: the authors' exact recipe, ``FeatureConfig.compat()`` (32,750 Hz, 8 s, 128 x 128
@@ -39,7 +39,7 @@ from ser_space import SEQ_OP_SETS, SpaceConfig
 from .data.features import FeatureConfig
 from .evaluator import TrainConfig
 from .pipeline import RunConfig, run_pipeline
-from .presets import get_protocol_preset, preset_data_config
+from .data.presets import get_protocol_preset, preset_data_config
 from .search import SearchConfig
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class PaperRow:
     corpus: str  # corpus name (strategies.data.corpora.CORPORA)
     published_ua: float  # published unweighted accuracy, percent (the authors' protocol)
     published_wa: float | None  # published weighted accuracy, percent; None where not published
-    authors_preset: str  # protocol preset of the figure (strategies.presets)
+    authors_preset: str  # protocol preset of the figure (strategies.data.presets)
     standard_preset: str  # the standard protocol of the same corpus, for the twin run
     seq_op_set: str | None  # emoDARTS sequence op set (ser_space SEQ_OP_SETS); None = SpaceConfig.paper()'s default
     note: str = ""  # what is assumed where the papers are silent

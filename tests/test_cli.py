@@ -283,14 +283,3 @@ def test_search_help_shows_each_recipes_defaults(capsys) -> None:
     out = " ".join(capsys.readouterr().out.split())
     assert "supernet training epochs (default: 10)" in out  # the same in both recipes
     assert "weight optimizer (adamw: decoupled weight decay) (default: synthetic adam; real speech adamw)" in out
-
-
-def test_library_code_never_imports_the_cli() -> None:
-    """The command line sits on top: no module of ser_space or strategies (but the CLI's own) imports it."""
-    import re
-
-    root = Path(__file__).resolve().parents[1]
-    pattern = re.compile(r"^\s*(from\s+(\.|strategies\.)cli(_fields)?\s+import|import\s+strategies\.cli)", re.M)
-    offenders = [str(path.relative_to(root)) for folder in ("ser_space", "strategies") for path in (root / folder).rglob("*.py")
-                 if path.name not in ("cli.py", "cli_fields.py") and pattern.search(path.read_text())]
-    assert not offenders

@@ -1,4 +1,4 @@
-"""Protocol presets (strategies.presets) and the published rows (strategies.reproduce).
+"""Protocol presets (strategies.data.presets) and the published rows (strategies.reproduce).
 
 Expected speakers and counts are written out from the miniature trees' label tables and the
 protocols of ../shared/PAPER.md section 7, not from the presets' code.
@@ -20,7 +20,7 @@ from strategies.data.errors import DataError
 from strategies.data.features import FeatureConfig
 from strategies.data.prepare import DataConfig, prepare_data
 from strategies.pipeline import RunConfig
-from strategies.presets import (PROTOCOL_PRESETS, msp_podcast_authors_manifest, preset_data_config)
+from strategies.data.presets import (PROTOCOL_PRESETS, msp_podcast_authors_manifest, preset_data_config)
 from strategies.reproduce import (ROWS, add_reproduce_parser, cmd_reproduce, format_results, row_config,
                                   run_reproduce)
 

@@ -34,7 +34,7 @@ import pandas as pd
 
 from strategies.data.audio import read_audio, resample
 from strategies.data.errors import DataError
-from strategies.runs import atomic_write
+from ser_space.arch import write_atomically as atomic_write
 
 __all__ = [
     "FeatureConfig",

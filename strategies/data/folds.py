@@ -32,7 +32,7 @@ import pandas as pd
 
 from strategies.data.corpora import UNKNOWN_SPEAKER, get_corpus
 from strategies.data.errors import DataError
-from strategies.runs import atomic_write
+from ser_space.arch import write_atomically as atomic_write
 
 __all__ = [
     "FOLDS_FORMAT",

@@ -80,7 +80,7 @@ class DataConfig:
     val_speakers: int | float = 1  # training speakers held out for validation (count or fraction)
     fold_seed: int = 0  # seeds k-fold grouping and the choice of validation speakers
     features: FeatureConfig = field(default_factory=FeatureConfig.small)  # feature recipe
-    preset: str | None = None  # protocol preset of strategies.presets whose manifest filter and folds apply; None = none
+    preset: str | None = None  # protocol preset of strategies.data.presets whose manifest filter and folds apply; None = none
 
     def __post_init__(self) -> None:
         if self.dataset != SYNTHETIC and self.root is None:
@@ -163,10 +163,10 @@ def load_raw_manifest(config: DataConfig) -> pd.DataFrame:
 
 
 def _protocol_preset(name: str | None) -> Any:
-    """The :class:`strategies.presets.ProtocolPreset` called ``name`` (None for None)."""
+    """The :class:`strategies.data.presets.ProtocolPreset` called ``name`` (None for None)."""
     if name is None:
         return None
-    from ..presets import get_protocol_preset  # lazy: presets builds DataConfigs itself
+    from .presets import get_protocol_preset  # lazy: presets builds DataConfigs itself
 
     return get_protocol_preset(name)
 

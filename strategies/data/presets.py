@@ -43,11 +43,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .data.corpora import UNKNOWN_SPEAKER
-from .data.errors import DataError
-from .data.features import FeatureConfig
-from .data.folds import IEMOCAP_AUTHORS_TEST_GROUPS, Fold, make_folds
-from .data.prepare import DataConfig
+from .corpora import UNKNOWN_SPEAKER
+from .errors import DataError
+from .features import FeatureConfig
+from .folds import IEMOCAP_AUTHORS_TEST_GROUPS, Fold, make_folds
+from .prepare import DataConfig
 
 logger = logging.getLogger(__name__)
 
