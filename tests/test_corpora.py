@@ -384,3 +384,38 @@ def test_load_options_are_frozen() -> None:
     assert options.classes == ("ang",)
     with pytest.raises(AttributeError):
         options.classes = ("neu",)  # type: ignore[misc]
+
+
+def test_the_docs_corpus_example_plugs_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/datasets.md, "Adding a corpus": the example module, as written there, registered
+    and loaded from a miniature TESS layout through the one loader."""
+    import importlib.util
+    import re
+    import sys
+
+    import numpy as np
+
+    from strategies.data import corpora
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "datasets.md").read_text(encoding="utf-8")
+    match = re.search(r"<!-- corpus-example:start -->\s*```python\n(.*?)```\s*<!-- corpus-example:end -->", docs, re.S)
+    assert match, "example block not found in docs/datasets.md"
+    name = "strategies.data.corpora._docs_tess"
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader=None))
+    module.__package__ = "strategies.data.corpora"
+    monkeypatch.setitem(sys.modules, name, module)
+    exec(compile(match.group(1), "docs/datasets.md", "exec"), module.__dict__)
+    monkeypatch.setitem(corpora.CORPORA, "tess", module.SPEC)
+
+    for speaker, word, emotion in [("OAF", "back", "angry"), ("OAF", "dog", "neutral"),
+                                   ("YAF", "back", "ps"), ("YAF", "dog", "angry")]:
+        folder = tmp_path / f"{speaker}_{emotion}"
+        folder.mkdir(exist_ok=True)
+        sf.write(folder / f"{speaker}_{word}_{emotion}.wav", np.zeros(1600, dtype=np.float32), 16000)
+    manifest = load_manifest("tess", tmp_path)
+    assert list(manifest["emotion"]) == ["ang", "neu", "sur", "ang"]  # sorted by utt_id
+    assert list(manifest["speaker"]) == ["OAF", "OAF", "YAF", "YAF"]
+    assert manifest["duration"].tolist() == [0.1] * 4
+    assert list(load_manifest("tess", tmp_path, words=("back",))["utt_id"]) == ["OAF_back_angry", "YAF_back_ps"]
+    with pytest.raises(DataError, match="do not apply to corpus tess; its options: .*words"):
+        load_manifest("tess", tmp_path, improvised_only=True)
