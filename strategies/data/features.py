@@ -37,6 +37,7 @@ from strategies.data.errors import DataError
 from ser_space.arch import write_atomically as atomic_write
 
 __all__ = [
+    "FeatureCache",
     "FeatureConfig",
     "FeatureSet",
     "Normalizer",
@@ -526,87 +527,58 @@ def _compute_missing(
         bar.close()
 
 
-def extract_features(
-    manifest: pd.DataFrame,
-    config: FeatureConfig,
-    cache_dir: str | Path | None,
-    progress: bool = True,
-    num_workers: int = 1,
-) -> FeatureSet:
-    """Features of every manifest row, computed once and cached on disk.
+class FeatureCache:
+    """One feature recipe's cache on disk, read and rewritten under an exclusive lock.
 
-    Cache layout: ``cache_dir/<config.key()>/`` holds ``index.json`` (format, key, config,
-    the data file's name, and per row its ``sha1`` of the audio bytes, ``utt_id`` and
-    native sample rate) and ``features-<id>.npy``, a float32 (rows, num_coefficients,
-    frames) array. Rows are matched by the audio content hash, so a changed file is
-    recomputed and a renamed one is not; rows of other manifests with the same config are
-    kept. Both files are written under unique temporary names and ``os.replace``-d, the
-    index last, and the whole check-compute-write runs under an exclusive ``fcntl.flock``
-    on ``cache_dir/<key>.lock``: concurrent callers wait and then reuse, and a crash leaves
-    the previous cache intact.
-
-    Parameters
-    ----------
-    manifest : pd.DataFrame
-        Needs ``utt_id`` (unique) and ``path`` (absolute) columns; row order is kept.
-    config : FeatureConfig
-        The recipe.
-    cache_dir : str, Path or None
-        Root of the cache; None computes in memory without caching.
-    progress : bool
-        Show a tqdm bar on stderr while computing.
-    num_workers : int
-        Processes used to compute missing features (1 = in this process).
-
-    Returns
-    -------
-    FeatureSet
-        Rows in manifest order. When the whole manifest is cached in that order the array
-        is a read-only memmap (nothing is read until used).
+    ``root/<config.key()>/`` holds ``index.json`` (format, key, config, the data file's name,
+    and per row its ``sha1`` of the audio bytes, ``utt_id`` and native sample rate) and
+    ``features-<id>.npy``, a float32 (rows, num_coefficients, frames) array. Rows are matched
+    by the audio content hash, so a changed file is recomputed and a renamed one is not; rows
+    of other manifests with the same config are kept. Both files are written under unique
+    temporary names and ``os.replace``-d, the index last, and :meth:`locked` holds an
+    exclusive ``fcntl.flock`` on ``root/<key>.lock``: concurrent users wait and then reuse,
+    and a crash leaves the previous cache intact.
     """
-    for column in ("utt_id", "path"):
-        if column not in manifest.columns:
-            raise DataError(f"manifest: missing column {column!r}")
-    utt_ids = [str(u) for u in manifest["utt_id"]]
-    if len(set(utt_ids)) != len(utt_ids):
-        duplicated = pd.Series(utt_ids)[pd.Series(utt_ids).duplicated()].iloc[0]
-        raise DataError(f"manifest: utterance id {duplicated!r} appears more than once")
-    paths = [str(p) for p in manifest["path"]]
 
-    if cache_dir is None:
-        features = np.zeros((len(paths), *config.shape), dtype=np.float32)
-        jobs = [(i, p, config) for i, p in enumerate(paths)]
-        for position, matrix, _ in _compute_missing(jobs, progress, num_workers):
-            features[position] = matrix
-        return FeatureSet(features=features, utt_ids=tuple(utt_ids), config=config, path=None)
+    def __init__(self, root: str | Path, config: FeatureConfig) -> None:
+        self.root = Path(root)
+        self.config = config
+        self.folder = self.root / config.key()
+        self.entries: list[dict[str, Any]] = []
+        self.array: np.ndarray | None = None
+        self._row_of: dict[str, int] = {}
 
-    cache_root = Path(cache_dir)
-    folder = cache_root / config.key()
-    hashes = [file_sha1(p) for p in paths]
-    with _locked(cache_root / f"{config.key()}.lock"):
-        folder.mkdir(parents=True, exist_ok=True)
-        existing = _read_index(folder, config)
-        old_rows: dict[str, int] = {}
-        old_entries: list[dict[str, Any]] = []
-        old_array: np.ndarray | None = None
-        if existing is not None:
-            index, old_array = existing
-            old_entries = index["rows"]
-            old_rows = {entry["sha1"]: row for row, entry in enumerate(old_entries)}
+    @contextmanager
+    def locked(self) -> Iterator[FeatureCache]:
+        """Hold the cache's lock, with its current index and array loaded."""
+        with _locked(self.root / f"{self.config.key()}.lock"):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._load()
+            yield self
 
-        # Fast path: everything cached and already in manifest order at the top of the array.
-        found = [old_rows.get(h) for h in hashes]
-        if old_array is not None and all(r is not None for r in found):
-            logger.info("features: reusing %d cached utterances from %s", len(hashes), folder)
-            rows = np.asarray(found, dtype=np.int64)
-            if np.array_equal(rows, np.arange(len(rows))):
-                array = old_array[: len(rows)]
-            else:
-                array = np.asarray(old_array[rows])
-            return FeatureSet(features=array, utt_ids=tuple(utt_ids), config=config, path=folder)
+    def _load(self) -> None:
+        existing = _read_index(self.folder, self.config)
+        self.entries, self.array = ([], None) if existing is None else (existing[0]["rows"], existing[1])
+        self._row_of = {entry["sha1"]: row for row, entry in enumerate(self.entries)}
 
-        # New array: this manifest's utterances first (in order, unique by content), then the
-        # old rows no longer in the manifest, so other corpora's features survive.
+    def rows_of(self, hashes: Sequence[str]) -> list[int | None]:
+        """The cached row of each audio hash (None where it is not cached)."""
+        return [self._row_of.get(h) for h in hashes]
+
+    def features(self, rows: Sequence[int]) -> np.ndarray:
+        """The cached ``rows``: a read-only memmap when they are the array's first rows in order."""
+        assert self.array is not None
+        rows = np.asarray(rows, dtype=np.int64)
+        if np.array_equal(rows, np.arange(len(rows))):
+            return self.array[: len(rows)]
+        return np.asarray(self.array[rows])
+
+    def rebuild(self, hashes: Sequence[str], utt_ids: Sequence[str], paths: Sequence[str], progress: bool,
+                num_workers: int) -> None:
+        """Write a new array: these utterances first (in order, unique by content, computed
+        where not cached), then the cached rows no longer asked for, so other corpora's
+        features survive; then the index, and reload."""
+        config, folder, old_array, old_entries = self.config, self.folder, self.array, self.entries
         first_position: dict[str, int] = {}
         for position, h in enumerate(hashes):
             first_position.setdefault(h, position)
@@ -624,7 +596,7 @@ def extract_features(
             for new_row, h in enumerate(unique_hashes):
                 position = first_position[h]
                 entries.append({"sha1": h, "utt_id": utt_ids[position], "sample_rate": None})
-                old_row = old_rows.get(h)
+                old_row = self._row_of.get(h)
                 if old_row is not None and old_array is not None:
                     array[new_row] = old_array[old_row]
                     entries[-1]["sample_rate"] = old_entries[old_row].get("sample_rate")
@@ -666,15 +638,62 @@ def extract_features(
                     stale.unlink()
                 except OSError:  # still mapped on a platform that forbids unlinking it
                     logger.debug("could not remove stale cache file %s", stale)
-
-        loaded = _read_index(folder, config)
-        if loaded is None:  # pragma: no cover - we just wrote it
+        self._load()
+        if self.array is None:  # pragma: no cover - we just wrote it
             raise DataError(f"{folder}: feature cache unreadable right after writing it")
-        _, mm = loaded
-        new_row_of = {h: row for row, h in enumerate(unique_hashes)}
-        rows = np.asarray([new_row_of[h] for h in hashes], dtype=np.int64)
-        if np.array_equal(rows, np.arange(len(rows))):
-            result = mm[: len(rows)]
+
+
+def extract_features(
+    manifest: pd.DataFrame,
+    config: FeatureConfig,
+    cache_dir: str | Path | None,
+    progress: bool = True,
+    num_workers: int = 1,
+) -> FeatureSet:
+    """Features of every manifest row, computed once and cached on disk (:class:`FeatureCache`).
+
+    Parameters
+    ----------
+    manifest : pd.DataFrame
+        Needs ``utt_id`` (unique) and ``path`` (absolute) columns; row order is kept.
+    config : FeatureConfig
+        The recipe.
+    cache_dir : str, Path or None
+        Root of the cache; None computes in memory without caching.
+    progress : bool
+        Show a tqdm bar on stderr while computing.
+    num_workers : int
+        Processes used to compute missing features (1 = in this process).
+
+    Returns
+    -------
+    FeatureSet
+        Rows in manifest order. When the whole manifest is cached in that order the array
+        is a read-only memmap (nothing is read until used).
+    """
+    for column in ("utt_id", "path"):
+        if column not in manifest.columns:
+            raise DataError(f"manifest: missing column {column!r}")
+    utt_ids = [str(u) for u in manifest["utt_id"]]
+    if len(set(utt_ids)) != len(utt_ids):
+        duplicated = pd.Series(utt_ids)[pd.Series(utt_ids).duplicated()].iloc[0]
+        raise DataError(f"manifest: utterance id {duplicated!r} appears more than once")
+    paths = [str(p) for p in manifest["path"]]
+
+    if cache_dir is None:
+        features = np.zeros((len(paths), *config.shape), dtype=np.float32)
+        jobs = [(i, p, config) for i, p in enumerate(paths)]
+        for position, matrix, _ in _compute_missing(jobs, progress, num_workers):
+            features[position] = matrix
+        return FeatureSet(features=features, utt_ids=tuple(utt_ids), config=config, path=None)
+
+    hashes = [file_sha1(p) for p in paths]
+    with FeatureCache(cache_dir, config).locked() as cache:
+        rows = cache.rows_of(hashes)
+        if cache.array is not None and None not in rows:
+            logger.info("features: reusing %d cached utterances from %s", len(hashes), cache.folder)
         else:
-            result = np.asarray(mm[rows])
-        return FeatureSet(features=result, utt_ids=tuple(utt_ids), config=config, path=folder)
+            cache.rebuild(hashes, utt_ids, paths, progress, num_workers)
+            rows = cache.rows_of(hashes)
+        return FeatureSet(features=cache.features(rows), utt_ids=tuple(utt_ids), config=config,
+                          path=cache.folder)
