@@ -455,6 +455,23 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--webui-host", default=None, metavar="ADDRESS",
                         help="where that web UI listens: 127.0.0.1 (default), or 0.0.0.0 for every interface "
                              "(NNI's API has no authentication; prefer an SSH tunnel)")
+    dispatch = parser.add_argument_group("where the runs go (--dispatch trials)")
+    dispatch.add_argument("--dispatch", choices=("processes", "trials"), default="processes",
+                          help="processes: on this machine (default); trials: every run a trial of one NNI "
+                               "experiment on the training service below, --jobs at once, in the web UI while it runs")
+    dispatch.add_argument("--training-service", default=None, choices=("local", "remote"),
+                          help="NNI training service of the trials (default: local)")
+    dispatch.add_argument("--remote-machines", default=None, metavar="USER@HOST:PORT,...",
+                          help="remote: trial machines; they need ser-nas, the corpus and the comparison folder "
+                               "at the same paths (a shared filesystem)")
+    dispatch.add_argument("--remote-ssh-key", default=None, metavar="FILE",
+                          help="remote: SSH private key (default ~/.ssh/id_rsa)")
+    dispatch.add_argument("--remote-python", default=None, metavar="PATH",
+                          help="remote: the trial machines' Python (default: this one's path)")
+    dispatch.add_argument("--nni-manager-ip", default=None, metavar="ADDRESS",
+                          help="remote: this machine's address as the trial machines reach it")
+    dispatch.add_argument("--training-service-config", default=None, metavar="FILE",
+                          help="a JSON/YAML NNI training-service config for the trials (other platforms)")
     _add_data_flags(parser)
     add_config_flags(parser, TrainConfig, prefix="search-train-", group_title="weight training during search",
                      skip=("max_epochs", "seed"))
@@ -496,19 +513,38 @@ def compare_config_from_args(args: argparse.Namespace) -> Any:
                          retrain=config_from_flags(defaults.retrain, args, prefix="retrain_"))
 
 
+def _dispatch_service(args: argparse.Namespace) -> Any:
+    """The training service of ``--dispatch trials`` (a SearchConfig's service fields), or None."""
+    from .search import SearchConfig
+
+    given = {name: getattr(args, name) for name in ("training_service", "remote_machines", "remote_ssh_key",
+                                                    "remote_python", "nni_manager_ip", "training_service_config")
+             if getattr(args, name) is not None}
+    if not given:
+        return None
+    if args.dispatch != "trials":
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ValueError(f"{flags}: only with --dispatch trials")
+    if "remote_machines" in given:
+        given["remote_machines"] = tuple(m.strip() for m in given["remote_machines"].split(",") if m.strip())
+        given.setdefault("training_service", "remote")
+    return SearchConfig(**given)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """``ser-nas compare``: run (or resume) a comparison and print its Markdown table."""
     from .compare import run_compare
 
     started = time.perf_counter()
+    where = {"dispatch": args.dispatch, "service": _dispatch_service(args)}
     if args.resume:
         compare_dir, report = run_compare(None, data_dir=args.data_dir, resume=args.resume, progress=not args.quiet,
                                           webui=args.webui, webui_host=args.webui_host, jobs=args.jobs,
-                                          threads=args.threads)
+                                          threads=args.threads, **where)
     else:
         compare_dir, report = run_compare(compare_config_from_args(args), output_dir=args.output,
                                           data_dir=args.data_dir, progress=not args.quiet, webui=args.webui,
-                                          webui_host=args.webui_host, jobs=args.jobs, threads=args.threads)
+                                          webui_host=args.webui_host, jobs=args.jobs, threads=args.threads, **where)
     print(f"comparison folder: {compare_dir}")
     print(report["markdown"], end="")
     if report["missing"]:

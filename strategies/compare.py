@@ -237,7 +237,8 @@ def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", d
                 resume: str | Path | None = None, progress: bool = True,
                 trainer_kwargs: dict[str, Any] | None = None, webui: bool = False,
                 webui_host: str | None = None, jobs: int = 1,
-                threads: int | None = None) -> tuple[Path, dict[str, Any]]:
+                threads: int | None = None, dispatch: str = "processes",
+                service: Any | None = None) -> tuple[Path, dict[str, Any]]:
     """Run (or resume) a comparison; see the module docstring.
 
     Parameters
@@ -263,6 +264,15 @@ def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", d
         thread count only, never on what ran beside it.
     threads
         Torch threads of each run (default: the cores divided by ``jobs``); recorded per fold.
+    dispatch
+        ``processes`` (this machine: in this process, or ``jobs`` processes), or ``trials``:
+        every pending run is a trial of one NNI experiment (``compare_dir/trials/nni/<id>``),
+        ``jobs`` at once, on ``service``'s training service, shown in the web UI while it runs
+        (:func:`strategies.webui.run_jobs_as_trials`). A failed run is logged and the others go on.
+    service
+        A :class:`~strategies.search.SearchConfig` whose training-service fields say where
+        ``trials`` run (default: this machine). Remote trial machines need this package, the
+        corpus and the comparison folder at the same paths (a shared filesystem).
 
     Returns
     -------
@@ -273,6 +283,10 @@ def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", d
         compat.check_manager_host(webui_host)  # before hours of work, not after
     if jobs < 1:
         raise ValueError(f"--jobs {jobs}: give 1 or more runs at once")
+    if dispatch not in ("processes", "trials"):
+        raise ValueError(f"--dispatch {dispatch!r}: choose processes or trials")
+    if service is not None and dispatch != "trials":
+        raise ValueError("a training service runs a comparison's jobs only with --dispatch trials")
     if threads is not None and threads < 1:
         raise ValueError(f"--threads {threads}: give 1 or more")
     if resume is not None:
@@ -308,7 +322,16 @@ def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", d
         with progress_shown(progress):
             job_bar = bar(len(all_jobs), "compare", "run")
             job_bar.update(len(all_jobs) - len(pending))
-            if jobs == 1:
+            if dispatch == "trials":
+                trials = _run_as_trials(pending, compare_dir, data_dir, jobs, share, trainer_kwargs, webui_host,
+                                        service)
+                for outcome in trials["runs"]:
+                    if "error" in outcome:
+                        logger.warning("%s: %s", outcome["job"], outcome["error"])
+                    else:
+                        done += 1
+                    job_bar.update(1)
+            elif jobs == 1:
                 use_threads(share)
                 for number, job in enumerate(pending, 1):
                     logger.info("[%d/%d] %s fold %d", number, len(pending), job.run_name, job.fold)
@@ -334,7 +357,10 @@ def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", d
     for run_name, run_config in {j.run_name: j.config for j in all_jobs}.items():
         _write_run_summary(compare_dir / run_name, run_config, prepared)
     report = build_report(compare_dir)
-    if webui:
+    if webui and dispatch == "trials" and done == len(all_jobs):
+        # every run was a trial of one experiment already: that is the comparison's web UI
+        report["webui"] = read_json(compare_dir / "webui.json")
+    elif webui:
         report["webui"] = publish_to_webui(compare_dir, host=webui_host)
     return compare_dir, report
 
@@ -387,6 +413,28 @@ def _run_in_processes(jobs: list[CompareJob], compare_dir: Path, data_dir: str |
         raise
     finally:
         pool.join()
+
+
+def _run_as_trials(jobs: list[CompareJob], compare_dir: Path, data_dir: str | Path | None, concurrency: int,
+                   threads: int, trainer_kwargs: dict[str, Any] | None, host: str | None,
+                   service: Any | None) -> dict[str, Any]:
+    """Run ``jobs`` as the trials of one NNI experiment (job kind ``run`` of :mod:`strategies.trial_job`)."""
+    from .data.prepare import default_data_dir
+    from .webui import run_jobs_as_trials
+
+    specs = [{"id": f"{job.run_name}-fold{job.fold}", "kind": "run", "config": job.config.to_dict(),
+              "fold": job.fold, "run_dir": str((compare_dir / job.run_name).resolve()),
+              "data_dir": str(Path(data_dir or default_data_dir()).resolve()),
+              "trainer_kwargs": dict(trainer_kwargs or {})} for job in jobs]
+    results = run_jobs_as_trials(specs, compare_dir / "trials", experiment_name=f"ser-nas compare {compare_dir.name}",
+                                 concurrency=max(1, min(concurrency, len(specs))), host=host, service=service,
+                                 keep_going=True, threads=threads)
+    info = {"experiment_id": results[0]["experiment_id"], "experiment_dir": results[0]["experiment_dir"],
+            "trials": {r["job"]: r.get("trial_id") for r in results}}
+    write_json(compare_dir / "webui.json", info)
+    logger.info("%d run(s) were trials of NNI experiment %s (threads each: %d): ser-nas view %s", len(specs),
+                info["experiment_id"], threads, compare_dir)
+    return {**info, "runs": results}
 
 
 def publish_to_webui(compare_dir: str | Path, port: int = 0, concurrency: int = 4,

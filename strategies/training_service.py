@@ -150,7 +150,7 @@ def manager_listen_host(config: Any, requested: str | None = None) -> str:
     return host
 
 
-def configure_training_service(experiment: Any, search: Any) -> None:
+def configure_training_service(experiment: Any, search: Any, code_directory: str | Path | None = None) -> None:
     """Set ``experiment``'s training service, trial concurrency and GPUs per trial from ``search``.
 
     Call after :func:`strategies.compat.configure_experiment` (it sets the trial command's
@@ -163,6 +163,9 @@ def configure_training_service(experiment: Any, search: Any) -> None:
     search : strategies.search.SearchConfig
         Its ``training_service``, ``training_service_config``, ``remote_*``, ``nni_manager_ip``,
         ``trial_concurrency`` and ``trial_gpu_number`` fields are used.
+    code_directory : path, optional
+        The folder NNI uploads to remote machines (the experiment's trial code directory;
+        default: the working directory).
     """
     from nni.experiment.config.training_services import LocalConfig, RemoteConfig, RemoteMachineConfig
 
@@ -176,7 +179,7 @@ def configure_training_service(experiment: Any, search: Any) -> None:
         service = load_training_service_file(search.training_service_config)
         platform = service.platform
         if platform == "remote":
-            check_code_directory(Path.cwd())
+            check_code_directory(code_directory or Path.cwd())
     elif search.training_service == "remote":
         key = Path(search.remote_ssh_key or "~/.ssh/id_rsa").expanduser()
         if not key.is_file():
@@ -190,7 +193,7 @@ def configure_training_service(experiment: Any, search: Any) -> None:
                                                 python_path=str(Path(python).parent)))
         service = RemoteConfig(machine_list=machines, reuse_mode=False)
         platform = "remote"
-        check_code_directory(Path.cwd())
+        check_code_directory(code_directory or Path.cwd())
         hosts = [m.host for m in machines]
         if not search.nni_manager_ip and not all(is_loopback(h) for h in hosts):
             # NNI 3.0's remote trial keepers dial "localhost" unless told otherwise

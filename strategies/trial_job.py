@@ -15,6 +15,11 @@ Job kinds
     architecture (``genotype``: best or last validation UA) as the final result, in the
     shared evaluator's format (``default`` = UA, ``val_wa``, ``val_f1``, ``val_loss``). The
     result file holds the :class:`~strategies.search.SearchResult`.
+``run``
+    One (method, seed, fold) run of a comparison (``ser-nas compare --dispatch trials``): the
+    run's config, fold, run folder and prepared-data folder; the search and retraining run
+    in this trial and write the fold folder as ``compare --jobs`` does; the final result is
+    the test fold's figures (``default`` = test UA).
 ``replay``
     A finished run folder (``fold_dir``), shown as a trial: its retraining's per-epoch
     validation figures as intermediate results and its recorded test figures as the final
@@ -202,7 +207,27 @@ def _run_replay(job: dict[str, Any]) -> dict[str, Any]:
     return {"run": job.get("label", str(folder)), "test_ua": metrics["test_ua"], "epochs": len(history)}
 
 
-_KINDS = {"search": _run_search, "replay": _run_replay}
+def _run_comparison_run(job: dict[str, Any]) -> dict[str, Any]:
+    """One (method, seed, fold) run of a comparison, into its run folder (kind ``run``)."""
+    from .compare import _run_job
+    from .runs import read_json
+    from .threads import threads_for_run, use_threads
+
+    use_threads(threads_for_run(None))  # the share the trial command gives ($SER_NAS_THREADS)
+    outcome = _run_job((job["config"], int(job["fold"]), job["run_dir"], job.get("data_dir"),
+                        job.get("trainer_kwargs")))
+    if "error" in outcome:
+        raise RuntimeError(f"{Path(job['run_dir']).name} fold {job['fold']}: {outcome['error']}")
+    metrics = read_json(Path(job["run_dir"]) / f"fold-{job['fold']}" / "metrics.json")
+    if _reporter is not None:
+        _reporter.send("FINAL", {"default": float(metrics["test_ua"]), "test_wa": float(metrics["test_wa"]),
+                                 "test_f1": float(metrics["test_f1"]), "parameters": float(metrics["parameters"]),
+                                 "search_seconds": float(metrics["search_seconds"]),
+                                 "retrain_seconds": float(metrics["retrain_seconds"])}, 0)
+    return outcome
+
+
+_KINDS = {"search": _run_search, "replay": _run_replay, "run": _run_comparison_run}
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:

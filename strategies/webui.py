@@ -76,7 +76,9 @@ def _trial_log(experiment_dir: Path, trial_id: str) -> tuple[Path, str]:
 
 def run_jobs_as_trials(jobs: list[dict[str, Any]], workdir: str | Path, port: int = 0,
                        experiment_name: str = "ser-nas", concurrency: int = 1,
-                       host: str | None = None, progress: tuple[str, int] | None = None) -> list[dict[str, Any]]:
+                       host: str | None = None, progress: tuple[str, int] | None = None,
+                       service: Any | None = None, keep_going: bool = False,
+                       threads: int | None = None) -> list[dict[str, Any]]:
     """Run each job as one trial of an NNI experiment (shown in the web UI); return their results.
 
     Parameters
@@ -98,17 +100,28 @@ def run_jobs_as_trials(jobs: list[dict[str, Any]], workdir: str | Path, port: in
     progress : (str, int), optional
         A bar's name and total: the trials' intermediate results (one per epoch) counted as
         they arrive (shown inside :func:`strategies.progress.shown`).
+    service : strategies.search.SearchConfig, optional
+        Run the trials on its training service (``training_service``, ``remote_*``,
+        ``nni_manager_ip``, ``training_service_config``; :func:`strategies.training_service.configure_training_service`)
+        instead of this machine. Trial machines must see ``workdir`` at the same path (a
+        shared filesystem: the job specs and results are files there) and have this package.
+    threads : int, optional
+        Torch threads of each trial (default: this process's threads divided by ``concurrency``).
+    keep_going : bool
+        A failed trial does not stop the others: its job's entry has ``error`` (the trial's
+        last stderr line and log) instead of ``result``.
 
     Returns
     -------
     list of dict
         One per job, in the order of ``jobs``: ``{"job", "trial_id", "experiment_id",
-        "experiment_dir", "result"}``, ``result`` being what the job returned.
+        "experiment_dir", "result"}``, ``result`` being what the job returned (or ``error``
+        with ``keep_going``).
 
     Raises
     ------
     RuntimeError
-        A trial failed (the message names its log) or a trial wrote no result.
+        A trial failed (the message names its log) or a trial wrote no result (without ``keep_going``).
     """
     from nni.experiment import Experiment
 
@@ -125,6 +138,13 @@ def run_jobs_as_trials(jobs: list[dict[str, Any]], workdir: str | Path, port: in
 
     experiment = Experiment("local")
     config = experiment.config
+    python = sys.executable
+    if service is not None:
+        from .training_service import configure_training_service, manager_listen_host, trial_python
+
+        configure_training_service(experiment, service, code_directory=workdir)
+        python = trial_python(service, getattr(config.training_service, "platform", "local"))
+        host = manager_listen_host(config, host)
     config.experiment_name = experiment_name
     config.search_space = {"job": {"_type": "choice", "_value": ids}}
     config.tuner.name = "GridSearch"
@@ -136,43 +156,53 @@ def run_jobs_as_trials(jobs: list[dict[str, Any]], workdir: str | Path, port: in
 
     from .threads import THREADS_VARIABLE, fair_share
 
-    threads = fair_share(config.trial_concurrency, torch.get_num_threads())
+    threads = threads or fair_share(config.trial_concurrency, torch.get_num_threads())
     config.trial_command = (f"{THREADS_VARIABLE}={threads} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
-                            f"{shlex.quote(sys.executable)} -m strategies.compat -m {TRIAL_JOB_MODULE} "
+                            f"{shlex.quote(python)} -m strategies.compat -m {TRIAL_JOB_MODULE} "
                             f"{shlex.quote(str(jobs_dir))}")
     config.experiment_working_directory = str(workdir / "nni")
-    config.training_service.use_active_gpu = True  # a GPU busy with the main process is still usable
+    if service is None:
+        config.training_service.use_active_gpu = True  # a GPU busy with the main process is still usable
     experiment_dir = workdir / "nni" / experiment.id
     port = port or free_port()
     logger.info("NNI web UI: http://127.0.0.1:%d  (experiment %s, %d trial(s))", port, experiment.id, len(jobs))
     try:
         with compat.manager_host(host, port):
             experiment.start(port=port)
-        _wait(experiment, experiment_dir, len(jobs), progress)
+        failed = _wait(experiment, experiment_dir, len(jobs), progress, keep_going)
     finally:
         experiment.stop()
     results = []
     for job_id in ids:
         path = jobs_dir / f"{job_id}.result.json"
         if not path.is_file():
-            raise RuntimeError(f"job {job_id} wrote no result ({path}); see the trial logs under {experiment_dir}")
+            message = failed.get(job_id) or f"job {job_id} wrote no result ({path}); see the trial logs under {experiment_dir}"
+            if not keep_going:
+                raise RuntimeError(message)
+            results.append({"job": job_id, "experiment_id": experiment.id, "experiment_dir": str(experiment_dir),
+                            "error": message})
+            continue
         results.append({**read_json(path), "experiment_dir": str(experiment_dir)})
     return results
 
 
-def _wait(experiment: Any, experiment_dir: Path, expected: int, progress: tuple[str, int] | None = None) -> None:
-    """Poll until every trial finished; a failed trial raises with its log path."""
+def _wait(experiment: Any, experiment_dir: Path, expected: int, progress: tuple[str, int] | None = None,
+          keep_going: bool = False) -> dict[str, str]:
+    """Poll until every trial ended; a failed trial raises with its log path, or with
+    ``keep_going`` is recorded: returns ``{job id: message}`` of the failed ones."""
     from .progress import bar, enabled
 
     counter = bar(progress[1], progress[0], "epoch") if progress and enabled() else None
     try:
-        _poll(experiment, experiment_dir, expected, counter)
+        return _poll(experiment, experiment_dir, expected, counter, keep_going)
     finally:
         if counter is not None:
             counter.close()
 
 
-def _poll(experiment: Any, experiment_dir: Path, expected: int, counter: Any) -> None:
+def _poll(experiment: Any, experiment_dir: Path, expected: int, counter: Any,
+          keep_going: bool = False) -> dict[str, str]:
+    failed: dict[str, str] = {}
     while True:
         if counter is not None:
             try:
@@ -185,16 +215,33 @@ def _poll(experiment: Any, experiment_dir: Path, expected: int, counter: Any) ->
         for trial in trials:
             if trial.status in _FAILED:
                 log, error = _trial_log(experiment_dir, trial.trialJobId)
-                raise RuntimeError(f"NNI trial {trial.trialJobId} {trial.status}"
-                                   f"{': ' + error[:300] if error else ''}; see {log}")
+                message = (f"NNI trial {trial.trialJobId} {trial.status}"
+                           f"{': ' + error[:300] if error else ''}; see {log}")
+                if not keep_going:
+                    raise RuntimeError(message)
+                job = _trial_job_id(trial)
+                if job not in failed:
+                    failed[job] = message
+                    logger.warning("job %s: %s", job, message)
         status = experiment.get_status()
         succeeded = sum(t.status == "SUCCEEDED" for t in trials)
-        if succeeded >= expected:
-            return
-        if status in ("DONE", "STOPPED", "ERROR") and succeeded < expected:
+        if succeeded + len(failed) >= expected:
+            return failed
+        if status in ("DONE", "STOPPED", "ERROR") and succeeded + len(failed) < expected:
             raise RuntimeError(f"NNI experiment {experiment.id} ended ({status}) with {succeeded} of {expected} "
                                f"trial(s) finished; see {experiment_dir / 'log'}")
         time.sleep(_POLL_SECONDS)
+
+
+def _trial_job_id(trial: Any) -> str:
+    """The job id a trial ran (its tuner parameter ``job``), or the trial id when unknown."""
+    for parameters in (getattr(trial, "hyperParameters", None) or []):
+        try:
+            value = parameters.parameters if hasattr(parameters, "parameters") else json.loads(parameters)["parameters"]
+            return str(value["job"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+    return str(trial.trialJobId)
 
 
 # ----------------------------------------------------------------------------- view

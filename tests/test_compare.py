@@ -292,9 +292,11 @@ def test_parallel_jobs_give_the_same_results_as_one_at_a_time(tmp_path: Path) ->
              "--references", "none", "--space", "tiny", "--retrain-max-epochs", "2", "--quiet", "--no-webui",
              "--threads", "1"]
     results = {}
-    for jobs in (1, 2):
-        output = tmp_path / f"jobs{jobs}"
-        args = _parser().parse_args(["compare", *flags, "--jobs", str(jobs), "--output", str(output)])
+    # one at a time; two processes; two NNI trials at once (each run a trial, in the web UI)
+    for name, extra in (("jobs1", ["--jobs", "1"]), ("jobs2", ["--jobs", "2"]),
+                        ("trials", ["--jobs", "2", "--dispatch", "trials", "--webui"])):
+        output = tmp_path / name
+        args = _parser().parse_args(["compare", *flags, *extra, "--output", str(output)])
         with contextlib.redirect_stdout(io.StringIO()):
             assert cmd_compare(args) == 0
         (compare_dir,) = output.glob("*-synthetic-compare")
@@ -302,5 +304,46 @@ def test_parallel_jobs_give_the_same_results_as_one_at_a_time(tmp_path: Path) ->
         assert len(table) == 4
         for path in compare_dir.glob("*-seed*/fold-*/metrics.json"):
             assert read_json(path)["threads"] == 1
-        results[jobs] = table[["method", "fold", "test_ua", "test_wa", "val_ua"]].reset_index(drop=True)
-    pd.testing.assert_frame_equal(results[1], results[2])
+        results[name] = table[["method", "fold", "test_ua", "test_wa", "val_ua"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(results["jobs1"], results["jobs2"])
+    pd.testing.assert_frame_equal(results["jobs1"], results["trials"])
+    # --dispatch trials: the runs were the trials of one NNI experiment, each final result its test UA
+    import sqlite3
+
+    (compare_dir,) = (tmp_path / "trials").glob("*-synthetic-compare")
+    info = read_json(compare_dir / "webui.json")
+    assert len(info["trials"]) == 4 and Path(info["experiment_dir"]).parent == compare_dir / "trials" / "nni"
+    with sqlite3.connect(f"file:{Path(info['experiment_dir']) / 'db' / 'nni.sqlite'}?mode=ro", uri=True) as db:
+        events = list(db.execute("SELECT trialJobId, event FROM TrialJobEvent"))
+        rows = list(db.execute("SELECT trialJobId, type, data FROM MetricData"))
+    assert {trial for trial, event in events if event == "SUCCEEDED"} == set(info["trials"].values())
+    finals = {trial: json.loads(json.loads(data))["default"] for trial, kind, data in rows if kind == "FINAL"}
+    for job, trial in info["trials"].items():
+        run_name, fold = job.rsplit("-fold", 1)
+        assert finals[trial] == pytest.approx(read_json(compare_dir / run_name / f"fold-{fold}" / "metrics.json")["test_ua"])
+
+
+def test_dispatch_flags_are_checked(tmp_path: Path) -> None:
+    flags = ["compare", "--strategies", "darts", "--folds", "0", "--references", "none", "--baseline", "none",
+             "--output", str(tmp_path / "out"), "--quiet"]
+    with pytest.raises(ValueError, match="--remote-machines: only with --dispatch trials"):
+        cmd_compare(_parser().parse_args([*flags, "--remote-machines", "u@h:22"]))
+    with pytest.raises(ValueError, match="is not user@host:port"):
+        cmd_compare(_parser().parse_args([*flags, "--dispatch", "trials", "--remote-machines", "nohost"]))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_failed_trial_does_not_cost_the_other_jobs(tmp_path: Path) -> None:
+    # keep_going: a job that fails in its trial is reported as an error, the other one finishes
+    from strategies.webui import run_jobs_as_trials
+
+    fold = tmp_path / "run" / "fold-0"
+    write_json(fold / "metrics.json", {"test_ua": 0.5, "test_wa": 0.5, "test_f1": 0.5, "parameters": 10,
+                                       "search_seconds": 0.0})
+    write_json(fold / "reference.json", {})
+    jobs = [{"id": "bad", "kind": "no-such-kind"}, {"id": "good", "kind": "replay", "fold_dir": str(fold)}]
+    results = run_jobs_as_trials(jobs, tmp_path / "trials", keep_going=True)
+    assert [r["job"] for r in results] == ["bad", "good"]
+    assert "error" in results[0] and "bad" not in results[1].get("error", "")
+    assert results[1]["result"]["test_ua"] == 0.5

@@ -129,3 +129,40 @@ def test_random_search_through_the_remote_training_service(ssh_server: tuple[str
     assert '"platform": "remote"' in platform or '"platform":"remote"' in platform
     assert len(result.history) == 2
     assert all(entry["final"] is not None and 0.0 <= entry["final"] <= 1.0 for entry in result.history)
+
+
+def test_a_comparison_runs_as_trials_on_the_remote_training_service(ssh_server: tuple[str, Path], tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ser-nas compare --dispatch trials --training-service remote``: every run is a trial that
+    NNI starts over SSH; the trial machine (here this one) shares the comparison folder."""
+    import argparse
+    import contextlib
+    import io
+    import json
+
+    from strategies.cli import add_compare_parser, cmd_compare
+    from strategies.runs import read_json
+
+    machine, key = ssh_server
+    monkeypatch.chdir(tmp_path)
+    parser = argparse.ArgumentParser(prog="ser-nas")
+    add_compare_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([
+        "compare", "--strategies", "darts", "--seeds", "1", "--folds", "0,1", "--epochs", "1", "--baseline", "none",
+        "--references", "none", "--space", "tiny", "--retrain-max-epochs", "1", "--quiet", "--webui",
+        "--output", str(tmp_path / "out"), "--data-dir", str(tmp_path / "data"), "--jobs", "2",
+        "--dispatch", "trials", "--remote-machines", machine, "--remote-ssh-key", str(key),
+        "--remote-python", sys.executable])
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cmd_compare(args) == 0
+    (compare_dir,) = (tmp_path / "out").glob("*-synthetic-compare")
+    assert sorted(p.parent.name for p in compare_dir.glob("darts-seed0/fold-*/metrics.json")) == ["fold-0", "fold-1"]
+    info = read_json(compare_dir / "webui.json")
+    database = sqlite3.connect(Path(info["experiment_dir"]) / "db" / "nni.sqlite")
+    try:
+        events = database.execute("SELECT trialJobId, event FROM TrialJobEvent").fetchall()
+        platform = json.loads(database.execute("SELECT params FROM ExperimentProfile").fetchone()[0])
+    finally:
+        database.close()
+    assert platform["trainingService"]["platform"] == "remote"
+    assert {trial for trial, event in events if event == "SUCCEEDED"} == set(info["trials"].values())
