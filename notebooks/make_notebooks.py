@@ -180,7 +180,8 @@ print(f"untrained validation UA {scores['ua']:.4f}  WA {scores['wa']:.4f}")
 """),
     ("md", """
 The same space and evaluator work with multi-trial strategies too
-(`nni.nas.strategy.RegularizedEvolution`, `Random`, `TPE`): they run one trial per
+(`nni.nas.strategy.RegularizedEvolution`, `Random`, `GridSearch`, `PolicyBasedRL`, and `TPE` after
+`strategies.compat.apply()`, which NNI 3.0's TPE needs to read a cell's input choices): they run one trial per
 architecture through NNI's manager and web UI. `strategies.search.run_search` wraps both kinds
 and adds per-epoch validation; `strategies.registry.STRATEGIES` lists what `ser-nas` offers.
 """),

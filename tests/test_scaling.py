@@ -340,7 +340,7 @@ def test_scaling_doc_commands_parse() -> None:
             line = line.split("#")[0].strip()
             if line.startswith("ser-nas "):
                 commands.append(shlex.split(line)[1:])
-    assert len(commands) == 4
+    assert len(commands) == 6
     for argv in commands:
         try:
             args = parser.parse_args(argv)
@@ -348,5 +348,6 @@ def test_scaling_doc_commands_parse() -> None:
             raise AssertionError(f"docs/scaling.md: `ser-nas {' '.join(argv)}` does not parse") from None
         if args.command == "compare":
             assert args.jobs == 2 and "random" in args.strategies
+            assert args.dispatch == ("trials" if "--remote-machines" in argv or "--dispatch" in argv else "processes")
         else:
             assert args.strategy == "random"
