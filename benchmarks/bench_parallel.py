@@ -4,12 +4,14 @@ Two measurements, each a whole ``ser-nas`` command run in a fresh process, one a
 (nothing else should run on the machine):
 
 1. a small comparison on the synthetic corpus (DARTS and Random, 2 folds, the tiny space)
-   with ``--jobs 1`` and ``--jobs 2``: wall-clock and the mean seconds per run;
+   with ``--jobs 1``, ``--jobs 2`` and ``--jobs 2 --dispatch trials``: wall-clock and the
+   mean seconds per run (``--retrain-epochs`` sets the runs' length);
 2. a Random search of 4 local trials at ``--trial-concurrency`` 1 and 2, with the thread rule
    (each trial gets the search's threads / concurrency) and without it (``--threads`` set to
    the cores x concurrency, so each of the concurrent trials takes every core, as before).
 
     python benchmarks/bench_parallel.py                 # prints the table, writes results/bench_parallel.json
+    python benchmarks/bench_parallel.py --retrain-epochs 30 --compare-only --name bench_parallel_long
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from _common import machine_info, write_results  # noqa: E402
 
 COMPARE = ["compare", "--strategies", "darts,random", "--seeds", "1", "--folds", "0,1", "--epochs", "2",
            "--trial-epochs", "1", "--baseline", "none", "--references", "none", "--space", "tiny",
-           "--retrain-max-epochs", "5", "--quiet", "--no-webui"]
+           "--quiet", "--no-webui"]
 TRIALS = ["search", "--strategy", "random", "--trials", "4", "--trial-epochs", "2", "--space", "tiny",
           "--retrain-max-epochs", "1", "--quiet", "--no-webui"]
 
@@ -56,18 +58,23 @@ def _per_run_seconds(output: Path) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", default=None, help="where bench_parallel.json goes (default benchmarks/results)")
+    parser.add_argument("--name", default="bench_parallel", help="results file name (NAME.json)")
+    parser.add_argument("--retrain-epochs", type=int, default=5, help="retraining epochs of each compared run")
+    parser.add_argument("--compare-only", action="store_true", help="leave out the local-trials rows")
     args = parser.parse_args(argv)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-parallel-") as tmp:
         _run(["data", "prepare", "--quiet"])  # the synthetic corpus and features, outside the timings
-        for jobs in (1, 2):
-            output = Path(tmp) / f"compare-jobs{jobs}"
-            seconds = _run([*COMPARE, "--jobs", str(jobs), "--output", str(output)])
-            rows.append({"what": f"compare, 4 runs, --jobs {jobs}", "wall_seconds": seconds,
+        compare = [*COMPARE, "--retrain-max-epochs", str(args.retrain_epochs)]
+        for jobs, extra in ((1, []), (2, []), (2, ["--dispatch", "trials"])):
+            output = Path(tmp) / f"compare-jobs{jobs}{'-trials' if extra else ''}"
+            seconds = _run([*compare, "--jobs", str(jobs), *extra, "--output", str(output)])
+            rows.append({"what": f"compare, 4 runs of {args.retrain_epochs} retraining epochs, --jobs {jobs}"
+                                 f"{' --dispatch trials' if extra else ''}", "wall_seconds": seconds,
                          "per_run_seconds": _per_run_seconds(output), "threads_each": cores // jobs})
             print(rows[-1], flush=True)
-        for concurrency, rule in ((1, True), (2, True), (2, False)):
+        for concurrency, rule in (() if args.compare_only else ((1, True), (2, True), (2, False))):
             threads = cores if rule else cores * concurrency  # off: each concurrent trial takes every core
             seconds = _run([*TRIALS, "--trial-concurrency", str(concurrency), "--threads", str(threads),
                             "--output", str(Path(tmp) / f"trials-{concurrency}-{rule}")])
@@ -79,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         per_run = f"{row['per_run_seconds']:.0f}" if "per_run_seconds" in row else ""
         print(f"| {row['what']} | {row['threads_each']} | {row['wall_seconds']:.0f} | {per_run} |")
-    write_results("bench_parallel", {"machine": machine_info("cpu"), "rows": rows}, out_dir=args.out_dir)
+    write_results(args.name, {"machine": machine_info("cpu"), "retrain_epochs": args.retrain_epochs, "rows": rows},
+                  out_dir=args.out_dir)
     return 0
 
 

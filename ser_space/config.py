@@ -262,8 +262,8 @@ class SpaceConfig:
         a quarter of the input), the paper's 8 CNN candidates, LSTM candidates (or none, or
         identity) on a 32-wide sequence, mean or attention pooling. The recurrences are
         residual (``x + LSTM(x)``): on EmoDB a plain LSTM after the CNN trained slowly and cost
-        the hand-designed CNN-LSTM 14 UA points against the CNN alone, the residual one
-        (docs/results.md). No dropout on the cell
+        the hand-designed CNN-LSTM 14 UA points against the CNN alone, the residual one about
+        1 (docs/results.md). No dropout on the cell
         outputs: the authors' 0.3 sits in front of the next cell's batch norms, whose
         statistics then differ between training and evaluation, and on EmoDB it cost the
         hand-designed CNN about 25 UA points on some speakers (docs/results.md). About 30 k
