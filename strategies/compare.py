@@ -397,14 +397,16 @@ def _run_job(task: tuple[dict[str, Any], int, str, str | None, dict[str, Any] | 
 
 def _run_in_processes(jobs: list[CompareJob], compare_dir: Path, data_dir: str | Path | None, processes: int,
                       threads: int, trainer_kwargs: dict[str, Any] | None) -> Any:
-    """Run ``jobs`` ``processes`` at a time, each in a fresh process with ``threads`` threads;
-    yield each outcome as it finishes. On Ctrl-C (or SIGTERM) the job processes are stopped."""
+    """Run ``jobs`` ``processes`` at a time in worker processes with ``threads`` threads each
+    (a worker takes its next job when one finishes, as ``--jobs 1`` runs them one after another
+    in one process: no fresh interpreter's imports per job); yield each outcome as it finishes.
+    On Ctrl-C (or SIGTERM) the job processes are stopped."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # no fork of a process holding threads
     tasks = [(job.config.to_dict(), job.fold, str(compare_dir / job.run_name),
               None if data_dir is None else str(data_dir), trainer_kwargs) for job in jobs]
-    pool = context.Pool(processes, initializer=_job_process_init, initargs=(threads,), maxtasksperchild=1)
+    pool = context.Pool(processes, initializer=_job_process_init, initargs=(threads,))
     try:
         yield from pool.imap_unordered(_run_job, tasks)
         pool.close()
