@@ -33,10 +33,26 @@ class _NotFromNNI(logging.Filter):
         return not (record.name == "nni" or record.name.startswith("nni."))
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler on whatever ``sys.stderr`` is when a record is emitted.
+
+    Progress bars, notebooks and test runners replace ``sys.stderr``; a handler bound to the
+    stream of the moment it was made would write to an old, possibly closed one.
+    """
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname).1s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        stream=sys.stderr, force=True)
+                        handlers=[_StderrHandler()], force=True)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_NotFromNNI())
     for noisy in ("nni", "pytorch_lightning", "lightning", "lightning_fabric", "numba", "matplotlib"):

@@ -73,6 +73,8 @@ class EpochBar(pl.Callback):
             self._bar.set_postfix({k: f"{last[k]:.3f}" for k in ("train_loss", "val_ua") if k in last},
                                   refresh=False)
         self._bar.update(1)
+        if self._bar.total is not None and self._bar.n >= self._bar.total:
+            self._bar.refresh()  # the finished state is drawn even when epochs outran tqdm's redraw interval
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._bar is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -43,3 +44,14 @@ def write_random_features(folder: Path, num: int = 48, n_coefficients: int = 16,
     path = folder / "features.npy"
     np.save(path, x)
     return path, labels
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """A test that runs the CLI configures the root logger (level, handlers); the next test
+    starts from the logging it found, as a fresh process would."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
