@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import json_tricks
 import nni
@@ -263,7 +264,7 @@ def test_tpe_reads_the_whole_ser_space() -> None:
     assert inputs and all(legacy[label]["_type"] == "choice" for label in legacy)
 
 
-def _serve_check_status_after(delay: float) -> tuple[int, "threading.Thread"]:
+def _serve_check_status_after(delay: float) -> tuple[int, Any]:
     """A stand-in NNI manager on a free loopback port that starts answering after ``delay`` s."""
     import http.server
     import socket
