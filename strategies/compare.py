@@ -322,10 +322,10 @@ def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", d
         with progress_shown(progress):
             job_bar = bar(len(all_jobs), "compare", "run")
             job_bar.update(len(all_jobs) - len(pending))
-            if dispatch == "trials":
+            if dispatch == "trials" and pending:
                 trials = _run_as_trials(pending, compare_dir, data_dir, jobs, share, trainer_kwargs, webui_host,
                                         service)
-                for outcome in trials["runs"]:
+                for outcome in trials.pop("runs"):
                     if "error" in outcome:
                         logger.warning("%s: %s", outcome["job"], outcome["error"])
                     else:
@@ -359,7 +359,7 @@ def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", d
     report = build_report(compare_dir)
     if webui and dispatch == "trials" and done == len(all_jobs):
         # every run was a trial of one experiment already: that is the comparison's web UI
-        report["webui"] = read_json(compare_dir / "webui.json")
+        report["webui"] = trials
     elif webui:
         report["webui"] = publish_to_webui(compare_dir, host=webui_host)
     return compare_dir, report

@@ -235,12 +235,9 @@ def _poll(experiment: Any, experiment_dir: Path, expected: int, counter: Any,
 
 def _trial_job_id(trial: Any) -> str:
     """The job id a trial ran (its tuner parameter ``job``), or the trial id when unknown."""
-    for parameters in (getattr(trial, "hyperParameters", None) or []):
-        try:
-            value = parameters.parameters if hasattr(parameters, "parameters") else json.loads(parameters)["parameters"]
-            return str(value["job"])
-        except (KeyError, TypeError, ValueError, AttributeError):
-            continue
+    for parameters in trial.hyperParameters or []:
+        if "job" in (parameters.parameters or {}):
+            return str(parameters.parameters["job"])
     return str(trial.trialJobId)
 
 
