@@ -10,23 +10,22 @@ does not bias the ratio.
 
 Toggles (A is the default of the code, B the alternative):
 
-``fused``
-    ``DartsMixedCell.fused``: the fused CPU kernels (A) against the plain cell (B).
-``input-grad-by-forward``
-    ``ser_space.kernels.INPUT_GRAD_BY_FORWARD``: depthwise input gradients at stride 1 as
-    forward convolutions with the flipped kernel (A) against oneDNN's backward-data (B).
+``fast``
+    the switch of :mod:`ser_space.fast`: the fused kernels, channels-last maps and faster
+    forwards (A) against plain PyTorch in our lean cell (B).
 ``subgrids``
-    ``ser_space.kernels.subgrids``, whose gradient keeps the map's channels-last layout (A),
-    against plain slices and copies, whose backward builds NCHW maps (B).
-``avg-pool-by-convolution``
-    ``ser_space.ops.AvgPool2d``: average pooling of channels-last CPU maps as a depthwise
-    convolution (A) against ``nn.AvgPool2d`` (B).
+    ``ser_space.fast.kernels.subgrids``, whose gradient keeps the map's channels-last layout
+    (A), against plain slices and copies, whose backward builds NCHW maps (B).
 ``batched-middles``
     the separable convolutions' middles of a node through one ``kernels.pointwise_bns``
     (A) against one call per candidate (B).
 
-    python benchmarks/bench_ab.py --toggle input-grad-by-forward --rounds 10
-    python benchmarks/bench_ab.py --toggle fused --rounds 6
+Two toggles of earlier versions are gone with the code they timed, their gains inside this
+host's noise: ``input-grad-by-forward`` (1.000x paired) and ``avg-pool-by-convolution``
+(1.008x paired).
+
+    python benchmarks/bench_ab.py --toggle subgrids --rounds 10
+    python benchmarks/bench_ab.py --toggle fast --rounds 6
 """
 
 from __future__ import annotations
@@ -40,15 +39,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
-from bench_supernet import cpu_darts_step, set_fused  # noqa: E402
+from bench_supernet import cpu_darts_step, set_fast  # noqa: E402
 
 NAME = "bench_ab"
-
-
-def _set_input_grad_by_forward(value: bool) -> None:
-    from ser_space import kernels
-
-    kernels.INPUT_GRAD_BY_FORWARD = value
 
 
 _ORIGINALS: dict[tuple[int, str], Any] = {}
@@ -69,37 +62,27 @@ def _sliced_subgrids(x: Any, offsets: Any, step: int = 2) -> tuple[Any, ...]:
 
 
 def _set_subgrids(value: bool) -> None:
-    from ser_space import kernels, ops
+    from ser_space.fast import kernels, modules
 
-    # ops binds the name at import; cells looks it up in kernels at each call
-    _swap((kernels, ops), "subgrids", _sliced_subgrids, value)
-
-
-def _set_avg_pool_by_convolution(value: bool) -> None:
-    from torch import nn
-
-    from ser_space import ops
-
-    _swap((ops.AvgPool2d,), "forward", nn.AvgPool2d.forward, value)
+    # fast.modules binds the name at import; fast.cell looks it up in kernels at each call
+    _swap((kernels, modules), "subgrids", _sliced_subgrids, value)
 
 
 def _per_term_pointwise_bns(terms: Any, relu: bool = False) -> tuple[Any, ...]:
-    from ser_space import kernels
+    from ser_space.fast import kernels
 
     batched = _ORIGINALS[(id(kernels), "pointwise_bns")]
     return tuple(batched([term], relu)[0] for term in terms)
 
 
 def _set_batched_middles(value: bool) -> None:
-    from ser_space import kernels
+    from ser_space.fast import kernels
 
-    # cells looks pointwise_bns up in kernels at each node
+    # fast.cell looks pointwise_bns up in kernels at each node
     _swap((kernels,), "pointwise_bns", _per_term_pointwise_bns, value)
 
 
-TOGGLES: dict[str, Any] = {"fused": set_fused, "input-grad-by-forward": _set_input_grad_by_forward,
-                           "subgrids": _set_subgrids, "avg-pool-by-convolution": _set_avg_pool_by_convolution,
-                           "batched-middles": _set_batched_middles}
+TOGGLES: dict[str, Any] = {"fast": set_fast, "subgrids": _set_subgrids, "batched-middles": _set_batched_middles}
 """name -> setter(bool): True sets A (the code's default), False sets B."""
 
 

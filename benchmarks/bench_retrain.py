@@ -3,8 +3,10 @@
 Two architectures of ``SERSpace``: the hand-designed ``cnn_lstm`` baseline
 (:func:`strategies.baselines.hand_designed_architecture`) and a random one
 (:func:`ser_space.random_architecture`, seed 0). A retraining step is forward + backward
-of one batch, gradient clipping 5 and SGD (the retraining recipe; drop-path off). Inference
-is in eval mode without gradients: latency at batch 1 and throughput at batch 64.
+of one batch, gradient clipping 5 and SGD (the retraining recipe; drop-path off), on the model
+accelerated as the shared evaluator trains it (:func:`ser_space.fast.accelerate`). Inference
+is the plain model (as ``ser-nas predict`` loads it) in eval mode without gradients: latency
+at batch 1 and throughput at batch 64.
 
     python benchmarks/bench_retrain.py --batch-sizes 8,16,32,64 --repeats 3
 """
@@ -35,7 +37,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    from ser_space import build_model
+    from ser_space import build_model, fast
 
     config = _common.start_worker(args)
     device = args.device
@@ -50,6 +52,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         optimizer = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
         x = torch.randn((batch, *shape), device=device)
         y = torch.randint(0, config.num_classes, (batch,), device=device)
+        fast.accelerate(model)   # as the shared evaluator trains it (ser_space.fast)
         model.train()
 
         def step() -> None:

@@ -32,29 +32,25 @@ import _common  # noqa: E402
 NAME = "bench_supernet"
 
 
-def build_supernet(config: Any, strategy_name: str, impl: str,
-                   channels_last: bool = False) -> tuple[Any, list[Any], list[Any]]:
-    """(supernet, architecture parameters, weights) as NNI's one-shot strategy builds it."""
+def build_supernet(config: Any, strategy_name: str, impl: str) -> tuple[Any, list[Any], list[Any]]:
+    """(supernet, architecture parameters, weights) as NNI's one-shot strategy builds it, and as
+    the shared evaluator trains it (accelerated by :mod:`ser_space.fast` where the switch is on)."""
     import warnings
 
     warnings.filterwarnings("ignore")
     from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
     from nni.nas.strategy import DARTS, ENAS
 
-    from ser_space import SERSpace
-    from ser_space.cells import Stem
+    from ser_space import SERSpace, fast
 
     space = SERSpace(config)
     strategy = DARTS() if strategy_name == "darts" else ENAS()
     if impl == "nni":
-        # the supernet as NNI builds it without our hooks, in NCHW layout
+        # the supernet as NNI builds it without our hooks, plain (NCHW)
         space.extra_oneshot_hooks = lambda _strategy: []  # type: ignore[method-assign]
-        for module in space.modules():
-            if isinstance(module, Stem):
-                module.channels_last = False
-    if channels_last:
-        space.stem.channels_last = True
     model = strategy.mutate_model(space)
+    if impl != "nni":
+        fast.accelerate(model)
     arch: dict[int, Any] = {}
     for module in model.modules():
         if isinstance(module, BaseSuperNetModule) and hasattr(module, "arch_parameters"):
@@ -64,11 +60,11 @@ def build_supernet(config: Any, strategy_name: str, impl: str,
     return model, list(arch.values()), weights
 
 
-def set_fused(on: bool) -> None:
-    """``DartsMixedCell.fused`` for every cell: the fused kernels where they apply (True) or never."""
-    from ser_space.cells import _differentiable_cell_class
+def set_fast(on: bool) -> None:
+    """The fast path (:mod:`ser_space.fast`): its kernels, channels-last and faster forwards (True) or none."""
+    from ser_space import fast
 
-    _differentiable_cell_class().fused = None if on else False
+    fast.set_enabled(on)
 
 
 def cpu_darts_step(config: Any, batch: int, precision: str = "32") -> tuple[Any, list[Any], list[Any], Any]:
@@ -171,10 +167,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     device = args.device
     kind = args.case  # darts-first, darts-second, enas
     batch = int(args.batch_sizes)
-    model, arch, weights = build_supernet(config, "enas" if kind == "enas" else "darts", args.impl,
-                                        args.channels_last)
-    if args.fused != "auto":
-        set_fused(args.fused == "on")
+    set_fast(args.fast == "on")
+    model, arch, weights = build_supernet(config, "enas" if kind == "enas" else "darts", args.impl)
     model.to(device).train()
     step, phases = make_step(model, arch, weights, config, batch, device, kind, args.step, args.precision)
 
@@ -184,8 +178,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     with _common.PeakRSS() as rss:
         timing = _common.time_steps(step, args.repeats, device)
     result = {
-        "case": kind, "impl": args.impl, "step": args.step, "channels_last": args.channels_last,
-        "fused": args.fused, "batch_size": batch, "precision": args.precision,
+        "case": kind, "impl": args.impl, "step": args.step, "fast": args.fast, "batch_size": batch, "precision": args.precision,
         "params_m": sum(p.numel() for p in weights) / 1e6, "arch_params": sum(p.numel() for p in arch),
         "step_s": timing["median_s"], "step_min_s": timing["min_s"], "times_s": timing["times_s"],
         "peak_rss_delta_mb": rss.delta_mb,
@@ -205,13 +198,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated: darts-first, darts-second, enas")
     parser.add_argument("--impl", choices=("ours", "nni"), default="ours",
                         help="ours: the SERSpace DARTS cell (DartsMixedCell); nni: NNI's DifferentiableMixedCell (before)")
-    parser.add_argument("--channels-last", action="store_true",
-                        help="channels-last CNN layout (Stem.channels_last; aborted on CPU, see docs)")
     parser.add_argument("--step", choices=("lean", "nni"), default="lean",
                         help="lean: each phase computes only the gradients it uses (LeanDARTS, what "
                              "ser-nas runs); nni: NNI's DartsLightningModule (every gradient)")
-    parser.add_argument("--fused", choices=("auto", "on", "off"), default="auto",
-                        help="DartsMixedCell.fused: auto/on (ser_space.kernels where they apply), off")
+    parser.add_argument("--fast", choices=("on", "off"), default="on",
+                        help="the fast path of ser_space.fast (fused kernels, channels-last, faster forwards); "
+                             "off: plain PyTorch (ours: still the lean cell)")
     parser.add_argument("--case", default="darts-first", help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per case")
     args = parser.parse_args(argv)
@@ -224,8 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         for batch in args.batch_sizes.split(","):
             forwarded = ["--device", args.device, "--batch-sizes", batch, "--repeats", str(args.repeats),
                          "--config", args.config, "--threads", str(args.threads), "--precision", args.precision,
-                         "--impl", args.impl, "--step", args.step, "--fused", args.fused, "--case", case] + \
-                (["--channels-last"] if args.channels_last else [])
+                         "--impl", args.impl, "--step", args.step, "--fast", args.fast, "--case", case]
             row = _common.run_worker(Path(__file__), forwarded, timeout=args.timeout)
             row.setdefault("case", case)
             row.setdefault("batch_size", int(batch))
@@ -239,11 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         columns.insert(5, "peak_cuda_mb")
     _common.print_table(rows, columns)
     payload = {"benchmark": NAME, "machine": _common.machine_info(args.device), "config": args.config,
-               "impl": args.impl, "precision": args.precision, "channels_last": args.channels_last,
-               "step": args.step, "fused": args.fused, "repeats": args.repeats, "rows": rows}
+               "impl": args.impl, "precision": args.precision,
+               "step": args.step, "fast": args.fast, "repeats": args.repeats, "rows": rows}
     name = NAME + ("" if args.impl == "ours" else f"_{args.impl}") + \
-        ("" if args.precision == "32" else f"_{args.precision}") + ("_channels_last" if args.channels_last else "") + \
-        ("" if args.step == "lean" else f"_step_{args.step}") + ("" if args.fused == "auto" else f"_fused_{args.fused}")
+        ("" if args.precision == "32" else f"_{args.precision}") + \
+        ("" if args.step == "lean" else f"_step_{args.step}") + ("" if args.fast == "on" else "_fast_off")
     print(f"wrote {_common.write_results(name, payload, args.out_dir)}")
     return 0 if all("step_s" in r for r in rows) else 1
 

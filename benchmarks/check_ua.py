@@ -1,10 +1,11 @@
 """Validation / test UA of a short fixed-seed DARTS search, with NNI's supernet cell or ours.
 
-Shows that the speed changes (``DartsMixedCell`` and its fused kernels, channels-last,
+Shows that the speed changes (``DartsMixedCell``, the fast path of :mod:`ser_space.fast`,
 ``LeanDARTS``'s step) do not change what the search learns: run it once per implementation
-and compare the per-epoch validation UA and the test UA. ``nni``: NNI's cell in NCHW and
-NNI's own DARTS step; ``ours-unfused``: our cell without :mod:`ser_space.kernels`. Runs ``ser-nas search --strategy darts`` in this process (default synthetic
-corpus and tiny space, ``--epochs`` short) with an isolated ``SER_NAS_HOME``.
+and compare the per-epoch validation UA and the test UA. ``nni``: NNI's cell and NNI's own
+DARTS step, the fast path off; ``ours-plain``: our cell and step with the fast path off.
+Runs ``ser-nas search --strategy darts`` in this process (default synthetic corpus and tiny
+space, ``--epochs`` short) with an isolated ``SER_NAS_HOME``.
 
     python benchmarks/check_ua.py --impl nni  --epochs 5
     python benchmarks/check_ua.py --impl ours --epochs 5
@@ -28,7 +29,7 @@ sys.path.insert(0, str(_common.REPO))
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--impl", choices=("ours", "nni", "ours-nchw", "ours-unfused"), default="ours")
+    parser.add_argument("--impl", choices=("ours", "nni", "ours-plain"), default="ours")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--out-dir", default=None)
     parser.add_argument("extra", nargs="*", help="extra flags for ser-nas search (after --)")
@@ -36,14 +37,11 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="ser-nas-ua-"))
     os.environ["SER_NAS_HOME"] = str(tmp / "home")
-    from ser_space import SERSpace
-    from ser_space.cells import Stem
+    from ser_space import SERSpace, fast
     from strategies import cli
 
-    if args.impl == "ours-unfused":
-        from ser_space.cells import _differentiable_cell_class
-
-        _differentiable_cell_class().fused = False
+    if args.impl in ("nni", "ours-plain"):
+        fast.set_enabled(False)
     if args.impl == "nni":
         from nni.nas.strategy import DARTS
 
@@ -51,13 +49,6 @@ def main(argv: list[str] | None = None) -> int:
 
         SERSpace.extra_oneshot_hooks = lambda self, strategy: []  # type: ignore[method-assign]
         strategies.darts_step.LeanDARTS = DARTS  # type: ignore[misc]  # NNI's own step
-    if args.impl in ("nni", "ours-nchw"):
-        original = Stem.__init__
-
-        def nchw(self, in_channels, out_channels, channels_last=True):  # noqa: ANN001
-            original(self, in_channels, out_channels, channels_last=False)
-
-        Stem.__init__ = nchw  # type: ignore[method-assign]
     flags = ["search", "--strategy", "darts", "--epochs", str(args.epochs), "--output", str(tmp / "runs"),
              "--quiet", *args.extra]
     if "--no-webui" in cli.build_parser().format_help() or _has_no_webui(cli):

@@ -15,30 +15,27 @@ file format (never rename an entry; add new ones instead):
 ``POOL_OPS``
     ``name -> factory(width)``: time pooling (batch, frames, features) -> (batch, features).
 
-Op modules follow pt.darts: small, each documented by its diagram.
+Op modules follow pt.darts: small, each documented by its diagram, and plain PyTorch (the
+faster forwards used while training on CPU live in :mod:`ser_space.fast`). Composite ops
+are ``nn.Sequential`` (so their state dicts keep their keys) and name their parts
+(``DilConv.depthwise``, ``SepConv.second``, ...).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import nn
 
-from .kernels import avg_pool, batch_to_space, is_channels_last, space_to_batch, subgrids
-
 __all__ = [
-    "AvgPool2d",
-    "DepthwiseConv2d",
     "ReLUConvBN",
     "SepConv",
     "DilConv",
     "FactorizedReduce",
     "Zero",
     "Identity",
-    "Dropout",
     "DropPath",
     "Recurrent",
     "SeqZero",
@@ -84,71 +81,13 @@ class ReLUConvBN(nn.Sequential):
             nn.BatchNorm2d(out_channels, affine=affine),
         )
 
+    @property
+    def conv(self) -> nn.Conv2d:
+        return self[1]
 
-class DepthwiseConv2d(nn.Conv2d):
-    """A depthwise convolution (``groups == channels``) that computes dilated kernels faster.
-
-    The same module as ``nn.Conv2d(channels, channels, k, stride, padding, dilation,
-    groups=channels, bias=False)`` (same parameters, state dict and output up to float
-    rounding); only how a dilated kernel is evaluated changes:
-
-    - **stride == dilation** (DARTS' ``dil_conv`` at stride 2), with ``padding`` a multiple
-      of the stride: every tap reads a row and a column of the same parity, so the op is an
-      undilated ``k x k`` convolution of the strided sub-grid ``x[..., ::s, ::s]`` with
-      padding ``padding / s``. A quarter of the work, and oneDNN's fast depthwise kernels
-      instead of its dilated backward pass (10x slower on a 2-core CPU, see
-      docs/performance.md)::
-
-          y = conv(x, w, stride 2, dilation 2, pad p) == conv(x[:, :, ::2, ::2], w, pad p / 2)
-
-    - **stride 1, dilation 2, channels-last on CPU, even height and width**: the four
-      parity sub-grids of ``x`` are stacked on the batch axis (one copy), convolved
-      undilated with padding ``padding / 2`` and interleaved back (space-to-batch).
-
-    Every other case (and the GPU, where cuDNN has fast dilated kernels) is ``nn.Conv2d``'s.
-    """
-
-    def __init__(self, channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
-                 dilation: int = 1) -> None:
-        super().__init__(channels, channels, kernel_size, stride=stride, padding=padding,
-                         dilation=dilation, groups=channels, bias=False)
-
-    def subgrid(self, input: torch.Tensor) -> str | None:
-        """How this dilated kernel can run undilated on sub-grids of ``input`` (any device).
-
-        ``"strided"``: stride == dilation, on ``input[..., ::s, ::s]`` with padding
-        ``padding / s``; ``"space_to_batch"``: stride 1, dilation 2, even sides, on the four
-        parity grids (:func:`ser_space.kernels.space_to_batch`) with padding ``padding / 2``;
-        ``None``: neither applies.
-        """
-        (dilation, dilation_w), (stride, stride_w) = self.dilation, self.stride
-        pad, pad_w = self.padding if isinstance(self.padding, tuple) else (-1, -1)
-        if not (dilation > 1 and dilation == dilation_w and stride == stride_w and pad == pad_w
-                and pad % dilation == 0 and self.padding_mode == "zeros" and input.dim() == 4):
-            return None
-        if stride == dilation and self._same_size(input, pad):
-            return "strided"
-        if stride == 1 and dilation == 2 and input.size(2) % 2 == 0 and input.size(3) % 2 == 0:
-            return "space_to_batch"
-        return None
-
-    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor,
-                      bias: torch.Tensor | None) -> torch.Tensor:
-        mode = self.subgrid(input)
-        stride, pad = self.stride[0], self.padding[0]
-        if mode == "strided":
-            (grid,) = subgrids(input, ((0, 0),), stride)
-            return nn.functional.conv2d(grid, weight, bias, padding=pad // stride, groups=self.groups)
-        if (mode == "space_to_batch" and input.device.type == "cpu"
-                and input.is_contiguous(memory_format=torch.channels_last)):
-            y = nn.functional.conv2d(space_to_batch(input), weight, bias, padding=pad // 2, groups=self.groups)
-            return batch_to_space(y, input.size(0))
-        return super()._conv_forward(input, weight, bias)
-
-    def _same_size(self, input: torch.Tensor, pad: int) -> bool:
-        # The sub-grid convolution gives ceil(n / s) per side; so must the dilated one.
-        (k, _), s, d = self.kernel_size, self.stride[0], self.dilation[0]
-        return all((n + 2 * pad - d * (k - 1) - 1) // s + 1 == -(-n // s) for n in input.shape[2:])
+    @property
+    def norm(self) -> nn.BatchNorm2d:
+        return self[2]
 
 
 class DilConv(nn.Sequential):
@@ -172,20 +111,33 @@ class DilConv(nn.Sequential):
                  padding: int, dilation: int, affine: bool = True) -> None:
         super().__init__(
             nn.ReLU(inplace=False),
-            DepthwiseConv2d(in_channels, kernel_size, stride=stride, padding=padding, dilation=dilation),
+            nn.Conv2d(in_channels, in_channels, kernel_size, stride=stride, padding=padding,
+                      dilation=dilation, groups=in_channels, bias=False),
             nn.Conv2d(in_channels, out_channels, 1, padding=0, bias=False),
             nn.BatchNorm2d(out_channels, affine=affine),
         )
+
+    @property
+    def depthwise(self) -> nn.Conv2d:
+        return self[1]
+
+    @property
+    def pointwise(self) -> nn.Conv2d:
+        return self[2]
+
+    @property
+    def norm(self) -> nn.BatchNorm2d:
+        return self[3]
 
     def forward_activated(self, x: torch.Tensor) -> torch.Tensor:
         """The op on an input that already went through its leading ReLU.
 
         A DARTS supernet applies every candidate of an edge to the same state; the
         candidates that start with ReLU can share one ``relu(state)`` (see
-        :class:`~ser_space.cells.DartsMixedCell`), which saves a full-size activation
+        :class:`~ser_space.fast.cell.DartsMixedCell`), which saves a full-size activation
         per op in memory and time. ``forward(x) == forward_activated(relu(x))``.
         """
-        return self[3](self[2](self[1](x)))
+        return self.norm(self.pointwise(self.depthwise(x)))
 
 
 class SepConv(nn.Sequential):
@@ -213,9 +165,17 @@ class SepConv(nn.Sequential):
             DilConv(in_channels, out_channels, kernel_size, 1, padding, 1, affine=affine),
         )
 
+    @property
+    def first(self) -> DilConv:
+        return self[0]
+
+    @property
+    def second(self) -> DilConv:
+        return self[1]
+
     def forward_activated(self, x: torch.Tensor) -> torch.Tensor:
         """``forward(x) == forward_activated(relu(x))`` (see :meth:`DilConv.forward_activated`)."""
-        return self[1](self[0].forward_activated(x))
+        return self.second(self.first.forward_activated(x))
 
 
 class FactorizedReduce(nn.Module):
@@ -229,11 +189,11 @@ class FactorizedReduce(nn.Module):
     Each convolution gives half of ``out_channels``. The shifted branch pads one zero
     row and column at the end, so a side ``n`` becomes ``ceil(n / 2)`` on both branches.
 
-    A strided 1x1 convolution reads only one parity sub-grid, so the forward pass takes
+    A strided 1x1 convolution reads only one parity sub-grid, so the forward pass slices
     the sub-grids ``x[::2, ::2]`` and ``x[1::2, 1::2]`` first and convolves them at
-    stride 1 (the same values): half the copies, and it avoids a torch 2.13 CPU defect
-    (the weight gradient of a stride-2 1x1 convolution in channels-last memory corrupts
-    the heap with 2 threads, e.g. at batch 17 x 8 x 14 x 40; see docs/performance.md).
+    stride 1 (the same values). That also avoids a torch 2.13 CPU defect (the weight
+    gradient of a stride-2 1x1 convolution in channels-last memory corrupts the heap with
+    2 threads, e.g. at batch 17 x 8 x 14 x 40; see docs/performance.md).
 
     Parameters
     ----------
@@ -257,38 +217,13 @@ class FactorizedReduce(nn.Module):
 
     def forward_activated(self, x: torch.Tensor) -> torch.Tensor:
         """``forward(x) == forward_activated(relu(x))`` (see :meth:`DilConv.forward_activated`)."""
-        even, odd = subgrids(x, ((0, 0), (1, 1)))
+        even, odd = x[:, :, ::2, ::2], x[:, :, 1::2, 1::2]
         if odd.shape != even.shape:
             # odd sides: the shifted branch's last row / column is the zero padding
             # (constant padding keeps the memory format)
             odd = nn.functional.pad(odd, (0, even.size(3) - odd.size(3), 0, even.size(2) - odd.size(2)))
         return self.bn(torch.cat([nn.functional.conv2d(even, self.conv_1.weight),
                                   nn.functional.conv2d(odd, self.conv_2.weight)], dim=1))
-
-
-class AvgPool2d(nn.AvgPool2d):
-    """``nn.AvgPool2d`` whose pass over a channels-last CPU map is a depthwise convolution.
-
-    Same values to rounding (:func:`ser_space.kernels.avg_pool`: window sums by a kernel of
-    ones, times the reciprocal window sizes), several times faster there at the cells' 8-16
-    channels. Every other case (NCHW, GPU, autocast, ``ceil_mode``, ``divisor_override``,
-    non-square windows) is ``nn.AvgPool2d``'s.
-    """
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        kernel, stride, padding = (_square(v) for v in (self.kernel_size, self.stride, self.padding))
-        if (None in (kernel, stride, padding) or self.ceil_mode or self.divisor_override is not None
-                or input.device.type != "cpu" or input.dtype not in (torch.float32, torch.float64)
-                or not is_channels_last(input) or torch.is_autocast_enabled("cpu")):
-            return super().forward(input)
-        return avg_pool(input, kernel, stride, padding, self.count_include_pad)
-
-
-def _square(value: int | tuple[int, ...]) -> int | None:
-    """``k`` for ``k`` or ``(k, k)``; None for a non-square value."""
-    if isinstance(value, int):
-        return value
-    return value[0] if len(value) == 2 and value[0] == value[1] else None
 
 
 class Zero(nn.Module):
@@ -321,49 +256,6 @@ class Identity(nn.Identity):
 
         x -> y
     """
-
-
-class Dropout(nn.Dropout):
-    """``nn.Dropout`` whose CPU training pass draws its mask several times faster.
-
-    PyTorch's CPU dropout draws one float per element (``bernoulli_``) and keeps a float
-    mask for the backward pass; on the supernet's cell outputs that was 4 % of a DARTS
-    step. Here each element takes 16 random bits (``randint``), is kept when they fall
-    above ``p`` (``p`` is rounded to a multiple of 1/65536), and the backward pass keeps a
-    bool mask (a quarter of the memory). Same distribution up to that rounding, same
-    scaling ``1 / (1 - p)``, reproducible under ``torch.manual_seed``, and the same mask for
-    a channels-last map as for its NCHW copy; every other case (evaluation, GPU, ``p`` of
-    0 or 1, ``inplace``) is ``nn.Dropout``'s.
-
-    ::
-
-        x -> x * mask / (1 - p)      mask ~ Bernoulli(1 - p), one draw per element
-    """
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if (not self.training or self.inplace or not 0.0 < self.p < 1.0 or input.device.type != "cpu"
-                or not input.is_floating_point()):
-            return super().forward(input)
-        return _FastDropout.apply(input, self.p)
-
-
-class _FastDropout(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, p: float) -> torch.Tensor:
-        n = x.numel()
-        threshold = min(32767, int(round(p * 65536)) - 32768)
-        bits = torch.randint(-2**31, 2**31 - 1, ((n + 1) // 2,), dtype=torch.int32).view(torch.int16)[:n]
-        # drawn in logical (NCHW) order: the same mask whatever x's memory layout, so a
-        # channels-last model and an NCHW one drop the same elements
-        mask = (bits >= threshold).view(x.shape)
-        ctx.scale = 1.0 / (1.0 - p)
-        ctx.save_for_backward(mask)
-        return torch.mul(x, mask).mul_(ctx.scale)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (mask,) = ctx.saved_tensors
-        return torch.mul(grad, mask).mul_(ctx.scale), None
 
 
 class DropPath(nn.Module):
@@ -401,7 +293,7 @@ CNN_OPS: dict[str, CnnOpFactory] = {
     # 3x3 max pooling; padding 1 so a side n becomes ceil(n / stride).
     "max_pool_3x3": lambda channels, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1),
     # 3x3 average pooling; padded cells are not counted in the mean.
-    "avg_pool_3x3": lambda channels, stride, affine: AvgPool2d(
+    "avg_pool_3x3": lambda channels, stride, affine: nn.AvgPool2d(
         3, stride=stride, padding=1, count_include_pad=False),
     # Identity at stride 1, FactorizedReduce at stride 2.
     "skip_connect": lambda channels, stride, affine: (

@@ -48,7 +48,6 @@ from .cells import (
     SEQ_NUM_PREDECESSORS,
     CellPostprocessor,
     CellPreprocessor,
-    DartsMixedCell,
     SeqCellPostprocessor,
     Stem,
     ToSequence,
@@ -57,6 +56,7 @@ from .cells import (
     seq_edge_factories,
 )
 from .config import SpaceConfig
+from .fast.cell import DartsMixedCell
 from .ops import DropPath
 
 __all__ = ["SERSpace", "as_config", "choice_labels", "set_drop_path_prob"]
@@ -168,7 +168,7 @@ class SERSpace(ModelSpace):
         """NNI one-shot mutation hooks of this space (speed only; same supernet function).
 
         For DARTS-family strategies (NNI ``DARTS``, ``GumbelDARTS`` and their subclasses,
-        Proxyless excepted) the cells become :class:`~ser_space.cells.DartsMixedCell`, NNI's
+        Proxyless excepted) the cells become :class:`~ser_space.fast.cell.DartsMixedCell`, NNI's
         differentiable cell with a forward that needs far less memory and time. Other
         strategies get NNI's default modules.
         """

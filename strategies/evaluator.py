@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from nni.nas.evaluator.pytorch import DataLoader, Lightning, LightningModule, Trainer
 from pytorch_lightning import Callback
+from ser_space import fast
 from torch import nn
 
 from .augment import Augmentation
@@ -223,6 +224,12 @@ class SERModule(LightningModule):
                    max_epochs=config.max_epochs, drop_path_prob=config.drop_path_prob,
                    model_selection=config.model_selection, label_smoothing=config.label_smoothing,
                    augmentation=asdict(Augmentation.from_config(config)))
+
+    def set_model(self, model: nn.Module) -> None:
+        """Set the network to train (NNI's hook), with the fast path's forwards while it trains
+        (:func:`ser_space.fast.accelerate`; a no-op when the fast path is off)."""
+        super().set_model(model)
+        fast.accelerate(model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

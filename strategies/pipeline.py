@@ -36,7 +36,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from ser_space import (SpaceConfig, build_model, count_parameters, draw_cells, export_architecture,
+from ser_space import (SpaceConfig, build_model, count_parameters, draw_cells, export_architecture, fast,
                        load_architecture, save_architecture, validate_architecture)
 
 from . import compat
@@ -189,7 +189,7 @@ def train_model(model: torch.nn.Module, config: TrainConfig, train_dataset: Feat
     lightning = make_lightning(module, config, train_dataset, val_dataset, callbacks=[keep], progress=progress,
                                **(trainer_kwargs or {}))
     lightning.evaluate(model)
-    model = model.cpu()
+    model = fast.restore(model.cpu())  # a plain PyTorch model again (SERModule accelerated it)
     selected = module.history[-1]["epoch"] if module.history else config.max_epochs - 1
     if config.model_selection == "best" and keep.best_state is not None:
         model.load_state_dict(keep.best_state)

@@ -57,24 +57,22 @@ def test_bench_retrain_smoke(tmp_path: Path) -> None:
 
 
 def _supernets(config):
-    """The same DARTS supernet twice: with the SERSpace cell (channels-last) and NNI's (NCHW)."""
+    """The same DARTS supernet twice: with the SERSpace cell, accelerated (channels-last, the
+    fused kernels on CPU), and NNI's cell, plain (NCHW)."""
     import warnings
 
     from nni.nas.strategy import DARTS
 
-    from ser_space import SERSpace
-    from ser_space.cells import Stem
+    from ser_space import SERSpace, fast
 
     warnings.filterwarnings("ignore")
-    fast = DARTS().mutate_model(SERSpace(config))
+    ours = fast.accelerate(DARTS().mutate_model(SERSpace(config)))
+    assert fast.is_accelerated(ours)
     space = SERSpace(config)
     space.extra_oneshot_hooks = lambda _strategy: []
-    for module in space.modules():
-        if isinstance(module, Stem):
-            module.channels_last = False  # NNI's cell in NCHW: our cell runs channels-last on CPU
     reference = DARTS().mutate_model(space)
-    reference.load_state_dict(fast.state_dict())
-    return fast, reference
+    reference.load_state_dict(ours.state_dict())
+    return ours, reference
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
@@ -86,7 +84,7 @@ def test_darts_cell_matches_nni(ops: str, frames: int, device: str, dtype: torch
 
     ``paper``: the paper's 8 CNN candidates and 4 nodes (shared poolings, 5x5 and dilated
     kernels at stride 1 and 2); 32 frames takes the even-sided (space-to-batch) dilated
-    path, 33 the odd one. On the CPU our cell runs :mod:`ser_space.kernels`. float64 shows
+    path, 33 the odd one. On the CPU our cell runs :mod:`ser_space.fast.kernels`. float64 shows
     the two are the same function (tolerances near its rounding); float32 is what runs,
     from a fixed initialisation: there float rounding can flip a ReLU or max-pool at a tie
     and move a gradient by more than rounding, on some initialisations.
@@ -97,27 +95,27 @@ def test_darts_cell_matches_nni(ops: str, frames: int, device: str, dtype: torch
     if ops == "paper":
         config = config.replace(cnn_ops=SpaceConfig.paper().cnn_ops, num_nodes=4)
     torch.manual_seed(7)
-    fast, reference = _supernets(config)
-    assert type(fast.cells[0]).__name__ == "DartsMixedCell"
+    ours, reference = _supernets(config)
+    assert type(ours.cells[0]).__name__ == "DartsMixedCell"
     assert type(reference.cells[0]).__name__ == "DifferentiableMixedCell"
-    fast.to(device, dtype), reference.to(device, dtype)
+    ours.to(device, dtype), reference.to(device, dtype)
     torch.manual_seed(0)
     x, y = torch.randn(3, 1, 16, frames).to(device, dtype), torch.tensor([0, 1, 3]).to(device)
     exact = dtype == torch.float64
     losses = []
     with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # full fp32 on CUDA too
-        for model in (fast, reference):
+        for model in (ours, reference):
             model.train()
             loss = F.cross_entropy(model(x), y)
             loss.backward()
             losses.append(loss.item())
     assert losses[0] == pytest.approx(losses[1], rel=1e-10 if exact else 1e-5)
-    for (name, a), (_, b) in zip(fast.named_parameters(), reference.named_parameters()):
+    for (name, a), (_, b) in zip(ours.named_parameters(), reference.named_parameters()):
         assert (a.grad is None) == (b.grad is None), name
         if a.grad is not None:
             torch.testing.assert_close(a.grad, b.grad, rtol=1e-7 if exact else 1e-3,
                                        atol=1e-10 if exact else 1e-5, msg=name)
-    for (name, a), (_, b) in zip(fast.named_buffers(), reference.named_buffers()):
+    for (name, a), (_, b) in zip(ours.named_buffers(), reference.named_buffers()):
         torch.testing.assert_close(a, b, rtol=1e-9 if exact else 1e-5, atol=1e-12 if exact else 1e-6, msg=name)
 
 
@@ -191,7 +189,7 @@ def test_bench_traffic_smoke(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("toggle", ["input-grad-by-forward", "fused"])
+@pytest.mark.parametrize("toggle", ["subgrids", "fast"])
 def test_bench_ab_smoke(tmp_path: Path, toggle: str) -> None:
     result = _run("bench_ab.py", tmp_path, "--rounds", "2", "--toggle", toggle)
     assert [row["setting"] for row in result["rows"]] == ["A", "B"]
@@ -205,25 +203,20 @@ def test_bench_ab_toggles_switch_the_setting() -> None:
     sys.path.insert(0, str(BENCH))
     from bench_ab import TOGGLES
 
-    from ser_space import kernels
+    from ser_space import fast
+    from ser_space.fast import kernels, modules
 
-    from ser_space import ops
-
-    TOGGLES["input-grad-by-forward"](False)
-    assert kernels.INPUT_GRAD_BY_FORWARD is False
-    TOGGLES["input-grad-by-forward"](True)
-    assert kernels.INPUT_GRAD_BY_FORWARD is True
-    x = torch.randn(2, 3, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
-    pool = ops.AvgPool2d(3, 1, 1, count_include_pad=False)
     for value in (False, True):   # B then back to A: the code's default again
+        TOGGLES["fast"](value)
+        assert fast.enabled() is value
+    x = torch.randn(2, 3, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
+    for value in (False, True):
         TOGGLES["subgrids"](value)
-        TOGGLES["avg-pool-by-convolution"](value)
-        (grid,) = ops.subgrids(x, ((0, 0),))
+        (grid,) = kernels.subgrids(x, ((0, 0),))
         (grad,) = torch.autograd.grad(grid.sum(), x)
         # plain slices' gradient is NCHW; the default's keeps channels-last
         assert grad.is_contiguous(memory_format=torch.channels_last) is value
-        assert kernels.subgrids is ops.subgrids
-        assert (type(pool(x).grad_fn).__name__ == "MulBackward0") is value   # the convolution, scaled
+        assert kernels.subgrids is modules.subgrids
     batched = kernels.pointwise_bns
     for value in (False, True):
         TOGGLES["batched-middles"](value)

@@ -1,4 +1,4 @@
-"""``ser_space.kernels``: the fused CPU pieces of the DARTS supernet equal plain PyTorch.
+"""``ser_space.fast.kernels``: the fused CPU pieces of the DARTS supernet equal plain PyTorch.
 
 Each function is compared, values and every gradient, with the modules it replaces, at the
 supernet's shapes in miniature (odd and even sides, stride 1 and 2, 3x3 and 5x5 kernels),
@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ser_space import kernels as kernel_module
-from ser_space.kernels import (
+from ser_space.fast import kernels as kernel_module
+from ser_space.fast.kernels import (
     ConvTerm,
     batch_to_space,
     depthwise_conv,
@@ -47,11 +47,8 @@ def _close(a: torch.Tensor | None, b: torch.Tensor | None, name: str, rtol: floa
                                                      (5, 2, 2)])
 @pytest.mark.parametrize("size", [(12, 10), (9, 13)])
 @pytest.mark.parametrize("same", [True, False])
-@pytest.mark.parametrize("by_forward", [True, False])
 def test_depthwise_conv_equals_conv2d(kernel: int, stride: int, dilation: int, size: tuple[int, int],
-                                      same: bool, by_forward: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    # by_forward: the input gradient at stride 1 as a forward convolution with the flipped kernel
-    monkeypatch.setattr(kernel_module, "INPUT_GRAD_BY_FORWARD", by_forward)
+                                      same: bool) -> None:
     padding = dilation * (kernel - 1) // 2 if same else 0
     x = _map(3, 5, *size).requires_grad_()
     w = torch.randn(5, 1, kernel, kernel, requires_grad=True)
@@ -280,13 +277,12 @@ def test_mixed_sum_with_only_plain_or_only_grid_terms() -> None:
 def test_fused_cell_is_used_on_cpu_in_training_and_not_in_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
     from nni.nas.strategy import DARTS
 
-    from ser_space import SERSpace, SpaceConfig
-    from ser_space.cells import _differentiable_cell_class
+    from ser_space import SERSpace, SpaceConfig, fast
 
     calls = []
     original = kernel_module.mixed_sum
     monkeypatch.setattr(kernel_module, "mixed_sum", lambda *a, **k: calls.append(1) or original(*a, **k))
-    model = DARTS().mutate_model(SERSpace(SpaceConfig.tiny()))
+    model = fast.accelerate(DARTS().mutate_model(SERSpace(SpaceConfig.tiny())))
     x = torch.randn(2, 1, 16, 32)
     model.train()
     model(x).sum().backward()
@@ -296,9 +292,9 @@ def test_fused_cell_is_used_on_cpu_in_training_and_not_in_evaluation(monkeypatch
     with torch.no_grad():
         model(x)
     assert not calls
-    monkeypatch.setattr(_differentiable_cell_class(), "fused", False)
     model.train()
-    model(x)
+    with fast.switched(False):   # the switch off: the plain cell
+        model(x)
     assert not calls
 
 

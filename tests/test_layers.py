@@ -2,7 +2,8 @@
 
 - ``ser_space`` imports nothing of ``strategies`` (tests/test_space.py guards it too);
 - ``strategies.data`` imports nothing of ``strategies`` outside ``strategies.data``;
-- library code never imports the command line (``strategies.cli``, ``strategies.cli_fields``).
+- library code never imports the command line (``strategies.cli``, ``strategies.cli_fields``);
+- the ops and cells are plain PyTorch: only ``ser_space.fast`` holds the speed code.
 """
 
 from __future__ import annotations
@@ -58,3 +59,15 @@ def test_library_code_never_imports_the_cli() -> None:
                  if p.name not in ("cli.py", "cli_fields.py") for n in _imports(p)
                  if any(n == c or n.startswith(c + ".") for c in cli)}
     assert not offenders, offenders
+
+
+def test_the_ops_and_cells_are_plain_pytorch_without_the_fast_path() -> None:
+    # a found network is a stock PyTorch model: the modules it is built of import nothing of
+    # ser_space.fast, and only ser_space.fast reaches its kernels
+    plain = [ROOT / "ser_space" / name for name in ("ops.py", "cells.py", "config.py", "arch.py")]
+    offenders = {str(p.relative_to(ROOT)): n for p in plain for n in _imports(p) if n.startswith("ser_space.fast")}
+    assert not offenders, offenders
+    kernels = {str(p.relative_to(ROOT)): n for folder in ("ser_space", "strategies") for p in _modules(folder)
+               if "fast" not in p.relative_to(ROOT).parts for n in _imports(p)
+               if n.startswith("ser_space.fast.kernels") or n.startswith("ser_space.fast.modules")}
+    assert not kernels, kernels

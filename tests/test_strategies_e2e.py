@@ -76,7 +76,7 @@ def test_darts_search_in_bf16_mixed_precision(tmp_path: Path, monkeypatch: pytes
     # --search-train-precision bf16-mixed: Lightning's autocast reaches the supernet's cells in
     # every training step (their fused CPU kernels then stand aside), the epoch-end validation
     # of the supernet runs in float32, and the search exports a valid network
-    from ser_space.cells import _differentiable_cell_class
+    from ser_space.fast.cell import _differentiable_cell_class
 
     cell_class = _differentiable_cell_class()
     original = cell_class._uses_fused
@@ -98,6 +98,45 @@ def test_darts_search_in_bf16_mixed_precision(tmp_path: Path, monkeypatch: pytes
     assert training and all(autocast and not fused for autocast, fused in training)
     assert any(not is_training and not autocast for is_training, autocast, _ in calls)
     assert 0.0 <= result.history[-1]["val_ua"] <= 1.0
+
+
+def test_darts_search_trains_its_supernet_on_the_fast_path_and_not_with_it_off(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the shared evaluator accelerates the supernet it trains (ser_space.fast): on CPU every
+    # training step of the cells runs the fused kernels; with the switch off none does
+    from ser_space import fast
+    from ser_space.fast import kernels
+
+    calls: list[int] = []
+    original = kernels.mixed_sum
+    monkeypatch.setattr(kernels, "mixed_sum", lambda *a, **k: calls.append(1) or original(*a, **k))
+    space = _space()
+    train, val = _datasets(tmp_path / "data")
+    for on in (True, False):
+        calls.clear()
+        with fast.switched(on):
+            result = run_search(space, SearchConfig(strategy="darts", epochs=1), TrainConfig(batch_size=8),
+                                train, val, tmp_path / f"work-{on}", num_classes=CLASSES)
+        _check_architecture(result.architecture, space)
+        assert bool(calls) is on
+
+
+def test_retraining_runs_accelerated_and_returns_a_plain_model(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from ser_space import fast, random_architecture
+    from ser_space.cells import Stem
+    from strategies.pipeline import train_model
+
+    seen: list[bool] = []
+    original = fast.modules._stem_forward
+    monkeypatch.setattr(fast.modules, "_stem_forward", lambda self, x: seen.append(True) or original(self, x))
+    space = _space()
+    train, val = _datasets(tmp_path / "data")
+    model = build_model(random_architecture(space, seed=1), space)
+    trained, history, _ = train_model(model, TrainConfig(batch_size=8, max_epochs=1), train, val, CLASSES)
+    assert seen and len(history) == 1            # the stem ran its channels-last forward
+    assert not fast.is_accelerated(trained)      # and the model comes back plain
+    assert isinstance(trained.stem, Stem) and "forward" not in trained.stem.__dict__
 
 
 def test_random_strategy_runs_real_trials_through_nni_manager(tmp_path: Path) -> None:

@@ -8,9 +8,7 @@ functions compute the same values with fewer passes and keep less:
 :func:`depthwise_conv`
     ``F.conv2d(x, w, groups=C)`` whose backward computes the weight gradient of a
     ``k x 5`` kernel at stride 1 as two ``k x 3`` ones (oneDNN's kernels for width 3 are
-    several times faster) and the input gradient at stride 1 as a forward convolution
-    with the flipped kernel (oneDNN's depthwise forward kernel is faster than its
-    backward-data one), and keeps ``x`` only when the weight needs a gradient.
+    several times faster), and keeps ``x`` only when the weight needs a gradient.
 :func:`pointwise_bn`, :func:`pointwise_bns`
     ``[depthwise](ReLU?(BN(conv1x1(z, w))))`` in training mode: batch statistics from the
     moments of ``z`` (below), so the 1x1 convolution writes the normalised output in one
@@ -26,7 +24,7 @@ functions compute the same values with fewer passes and keep less:
 
 Every function expects channels-last CPU tensors (float32; float64 works too, without
 oneDNN's fused convolutions) in training mode (BN with batch statistics);
-:class:`ser_space.cells.DartsMixedCell` only calls them then. tests/test_kernels.py checks
+:class:`ser_space.fast.cell.DartsMixedCell` only calls them then. tests/test_kernels.py checks
 values and gradients against the plain PyTorch modules.
 """
 
@@ -52,7 +50,6 @@ __all__ = [
     "space_to_batch",
     "batch_to_space",
     "subgrids",
-    "avg_pool",
     "is_channels_last",
 ]
 
@@ -206,39 +203,16 @@ def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Te
     return torch.cat([first[:, :, :, :2], first[:, :, :, 2:] + edge, second[:, :, :, 1:]], dim=3)
 
 
-INPUT_GRAD_BY_FORWARD = True
-"""Depthwise input gradients at stride 1 as forward convolutions (False: oneDNN's backward-data
-kernel, the same values to rounding; ``benchmarks/bench_ab.py --toggle input-grad-by-forward``)."""
-
-
-def _input_grad_by_forward(weight: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int],
-                           dilation: tuple[int, int]) -> tuple[int, int] | None:
-    """The padding under which a forward convolution gives this one's input gradient, or None.
-
-    At stride 1 the input gradient of a convolution is the convolution of its output
-    gradient with the kernel flipped in both axes, padded by ``d (k - 1) - p``; oneDNN's
-    depthwise forward kernel is 1.3-2.8x faster than its backward-data one on the
-    supernet's maps (benchmarks/bench_traffic.py's operator table).
-    """
-    if stride != (1, 1) or not INPUT_GRAD_BY_FORWARD:
-        return None
-    pad = tuple(d * (k - 1) - p for p, d, k in zip(padding, dilation, weight.shape[2:]))
-    return pad if min(pad) >= 0 else None  # type: ignore[return-value]
-
-
 def _depthwise_backward(grad: torch.Tensor, x: torch.Tensor | None, x_shape: torch.Size,
                         weight: torch.Tensor, conv: tuple[tuple[int, int], ...], need_x: bool,
                         need_w: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     stride, padding, dilation = conv
     groups = weight.size(0)
     grad = _cl(grad)
-    flipped_pad = _input_grad_by_forward(weight, stride, padding, dilation)
-    if need_w and x is not None and flipped_pad is None and not _splits_wide_kernel(weight, stride, padding, dilation):
+    if need_w and x is not None and not _splits_wide_kernel(weight, stride, padding, dilation):
         return _conv_backward(grad, x, weight, stride, padding, dilation, groups, (need_x, True))
     grad_x = grad_w = None
-    if need_x and flipped_pad is not None:
-        grad_x = F.conv2d(grad, weight.flip(2, 3), None, 1, flipped_pad, dilation, groups)
-    elif need_x:
+    if need_x:
         # the input's values are not read for the input gradient, only its shape
         shape_only = x if x is not None else torch.empty(x_shape, dtype=grad.dtype, device=grad.device,
                                                          memory_format=_CL)
@@ -270,36 +244,6 @@ def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, paddi
                    dilation: int = 1) -> torch.Tensor:
     """``F.conv2d(x, weight, stride=..., padding=..., dilation=..., groups=channels)``."""
     return _DepthwiseConv.apply(x, weight, (stride, stride), (padding, padding), (dilation, dilation))
-
-
-# --------------------------------------------------------------------------------------
-# average pooling as a depthwise convolution
-# --------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=64)
-def _window_reciprocals(height: int, width: int, kernel: int, stride: int, padding: int,
-                        dtype: torch.dtype) -> torch.Tensor:
-    # 1 / (cells of each pooling window inside the map): (1, 1, H', W')
-    ones = torch.ones(1, 1, height, width, dtype=torch.float64)
-    counts = F.conv2d(ones, torch.ones(1, 1, kernel, kernel, dtype=torch.float64), stride=stride, padding=padding)
-    return counts.reciprocal().to(dtype)
-
-
-def avg_pool(x: torch.Tensor, kernel: int, stride: int, padding: int, count_include_pad: bool) -> torch.Tensor:
-    """``F.avg_pool2d(x, kernel, stride, padding, count_include_pad=...)`` as a depthwise convolution.
-
-    The window sums are one depthwise convolution with a kernel of ones (no weight gradient,
-    so nothing is kept for the backward pass but the shape), scaled by the reciprocal window
-    sizes: the same values to rounding. On channels-last CPU maps PyTorch's pooling kernels
-    are slow below 16 channels; this is 1.3-2.4x faster forward and backward at 8-32
-    channels (docs/performance.md).
-    """
-    ones = torch.ones(x.size(1), 1, kernel, kernel, dtype=x.dtype, device=x.device)
-    sums = depthwise_conv(x, ones, stride, padding)
-    if count_include_pad:
-        return sums.mul_(1.0 / (kernel * kernel))
-    return sums.mul_(_window_reciprocals(x.size(2), x.size(3), kernel, stride, padding, x.dtype))
 
 
 # --------------------------------------------------------------------------------------
