@@ -376,8 +376,20 @@ def make_csv(root: Path) -> Miniature:
     )
 
 
+def make_synthetic(root: Path) -> Miniature:
+    """The synthetic corpus is made, not found: the generator writes 2 voices x 3 emotions x 1 clip
+    into ``root`` when it is loaded with these options (spk1 is voice f1, spk2 voice m1)."""
+    return Miniature(
+        name="synthetic", root=root / "corpus", counts={"neu": 2, "ang": 2, "sad": 2},
+        speakers={"spk1": "F", "spk2": "M"}, sessions=("",),
+        options={"num_speakers": 2, "emotions": "neu,ang,sad", "clips_per_emotion": 1},
+        extra={"durations": (0.3, 10.0)},   # spoken sentences, not the others' 0.1-0.3 s tones
+    )
+
+
 #: corpus name -> function fabricating it under a (new or empty) folder
 MAKERS: dict[str, Callable[[Path], Miniature]] = {
+    "synthetic": make_synthetic,
     "iemocap": make_iemocap,
     "msp-improv": make_msp_improv,
     "msp-podcast": make_msp_podcast,

@@ -211,7 +211,7 @@ def test_default_protocols() -> None:
         "iemocap": ("loo-session", None), "msp-improv": ("loo-session", None),
         "msp-podcast": ("official", None), "ravdess": ("kfold-speaker", 5),
         "crema-d": ("kfold-speaker", 5), "emodb": ("loso", None), "folder": ("loso", None),
-        "csv": ("loso", None),
+        "csv": ("loso", None), "synthetic": ("loso", None),
     }
     with pytest.raises(DataError, match="unknown corpus"):
         default_protocol("nope")

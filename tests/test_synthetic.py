@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile
 
@@ -120,3 +121,18 @@ def test_default_corpus_is_learnable_but_not_trivial(tmp_path: Path) -> None:
     assert result["clips"] == 320 and result["chance"] == 0.25
     assert 0.45 < result["logistic"] < 0.85
     assert 0.40 < result["nearest_mean"] < 0.85
+
+
+def test_the_synthetic_corpus_is_a_registered_corpus_module(corpus: Path) -> None:
+    # one loader for every corpus: the synthetic one goes through load_manifest like EmoDB,
+    # its generator's recipe as its options; a bad recipe is a one-line error naming it
+    from strategies.data.corpora import CORPORA, SyntheticOptions, load_manifest
+
+    assert CORPORA["synthetic"].generate is not None and CORPORA["synthetic"].options is SyntheticOptions
+    manifest = load_manifest("synthetic", corpus, num_speakers=2, emotions="neu,ang,sad", clips_per_emotion=2)
+    pd.testing.assert_frame_equal(manifest.drop(columns="duration"),
+                                  load_synthetic_manifest(corpus).drop(columns="duration"))
+    with pytest.raises(DataError, match="synthetic corpus: num_speakers must be 1..8, got 9"):
+        load_manifest("synthetic", corpus, num_speakers=9)
+    with pytest.raises(DataError, match="improvised_only do not apply to corpus synthetic"):
+        load_manifest("synthetic", corpus, improvised_only=True)

@@ -32,12 +32,11 @@ import pandas as pd
 
 from ser_space.arch import write_atomically as atomic_write  # the project's one atomic writer
 
-from .corpora import get_corpus, load_manifest
+from .corpora import CORPORA, get_corpus, load_manifest
 from .errors import DataError
 from .features import FeatureConfig, extract_features
 from .features import _locked  # the feature cache's fcntl lock
 from .folds import Fold, default_protocol, load_folds, make_folds, save_folds
-from .synthetic import SyntheticConfig, ensure_synthetic_corpus, load_synthetic_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +59,13 @@ def default_data_dir() -> Path:
 
 
 def _datasets() -> tuple[str, ...]:
-    from .corpora import CORPORA
+    return (SYNTHETIC, *sorted(name for name in CORPORA if name != SYNTHETIC))
 
-    return (SYNTHETIC, *sorted(CORPORA))
+
+def _generated(name: str) -> bool:
+    """Whether the corpus is made on first use (and so needs no root): the synthetic one."""
+    spec = CORPORA.get(name.strip().lower().replace("_", "-"))
+    return spec is not None and spec.generate is not None
 
 
 DATASETS = _datasets()
@@ -72,8 +75,8 @@ DATASETS = _datasets()
 class DataConfig:
     """Which corpus, how it is split and which features: everything ``prepare_data`` needs."""
 
-    dataset: str = SYNTHETIC  # a registered corpus name, or "synthetic" (the embedded default)
-    root: str | None = None  # corpus folder (or CSV file for "csv"); None only for "synthetic"
+    dataset: str = SYNTHETIC  # a registered corpus name; "synthetic" is the embedded default
+    root: str | None = None  # corpus folder (or CSV file for "csv"); None only for a generated corpus (synthetic)
     options: tuple[tuple[str, Any], ...] = ()  # loader options, e.g. (("improvised_only", True),)
     protocol: str | None = None  # fold protocol; None = the corpus's standard one
     k: int | None = None  # number of folds for k-fold protocols; None = the protocol's default
@@ -83,7 +86,7 @@ class DataConfig:
     preset: str | None = None  # protocol preset of strategies.data.presets whose manifest filter and folds apply; None = none
 
     def __post_init__(self) -> None:
-        if self.dataset != SYNTHETIC and self.root is None:
+        if self.root is None and not _generated(self.dataset):
             raise DataError(f"dataset {self.dataset!r} needs --root (the corpus folder)")
         if self.preset is not None:
             preset = _protocol_preset(self.preset)
@@ -146,9 +149,6 @@ class PreparedData:
 
 
 def _read_manifest(config: DataConfig) -> pd.DataFrame:
-    if config.dataset == SYNTHETIC:
-        root = ensure_synthetic_corpus(config.root, SyntheticConfig(**dict(config.options)))
-        return load_synthetic_manifest(root)
     get_corpus(config.dataset)  # clear error for an unknown name
     return load_manifest(config.dataset, config.root, **dict(config.options))
 
@@ -176,11 +176,8 @@ def _make_folds(config: DataConfig, manifest: pd.DataFrame) -> list[Fold]:
     if preset is not None and preset.make_folds is not None:
         return preset.make_folds(manifest, config)
     if config.protocol is None:
-        if config.dataset == SYNTHETIC:
-            protocol, k = "loso", None
-        else:
-            standard = default_protocol(config.dataset)
-            protocol, k = standard.protocol, standard.k
+        standard = default_protocol(config.dataset)
+        protocol, k = standard.protocol, standard.k
     else:
         protocol, k = config.protocol, None
     return make_folds(manifest, protocol, k=config.k if config.k is not None else k,

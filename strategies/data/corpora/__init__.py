@@ -1,7 +1,7 @@
 """Corpus descriptions and the one parametrized loader that turns a corpus folder into a manifest.
 
-One module per corpus (``iemocap``, ``msp_improv``, ``msp_podcast``, ``ravdess``, ``crema_d``,
-``emodb``, ``folder``, ``csv_listing``) holds its ``SPEC``, its options class and its scanner;
+One module per corpus (``synthetic``, ``iemocap``, ``msp_improv``, ``msp_podcast``, ``ravdess``,
+``crema_d``, ``emodb``, ``folder``, ``csv_listing``) holds its ``SPEC``, its options class and its scanner;
 ``base`` what they share, ``registry`` the :data:`CORPORA` that lists them, ``loader`` the one
 loader (docs/datasets.md, "Adding a corpus"). Every supported corpus is a :class:`CorpusSpec`
 in :data:`CORPORA`: where users get it, how its
@@ -36,6 +36,7 @@ from .loader import load_manifest, validate_manifest
 from .msp_improv import MspImprovOptions
 from .ravdess import RavdessOptions
 from .registry import CORPORA, get_corpus
+from .synthetic import SyntheticOptions
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -49,6 +50,7 @@ __all__ = [
     "LoadOptions",
     "MspImprovOptions",
     "RavdessOptions",
+    "SyntheticOptions",
     "audio_duration",
     "get_corpus",
     "load_manifest",

@@ -129,6 +129,9 @@ class CorpusSpec:
     options: type[LoadOptions] = LoadOptions
     # whether the root may be a file (a CSV listing) instead of a folder
     root_may_be_file: bool = False
+    # for a corpus that is made, not found (the synthetic one): generate(root or None, options)
+    # writes it unless it is there and returns its folder (None: a default folder)
+    generate: Callable[[Path | None, LoadOptions], Path] | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.options, type) and issubclass(self.options, LoadOptions)):

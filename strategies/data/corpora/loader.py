@@ -19,7 +19,7 @@ __all__ = ["load_manifest", "validate_manifest"]
 logger = logging.getLogger(__name__)
 
 
-def load_manifest(name: str, root: str | Path, **options: object) -> pd.DataFrame:
+def load_manifest(name: str, root: str | Path | None, **options: object) -> pd.DataFrame:
     """Read a corpus folder into a manifest, one row per utterance, sorted by ``utt_id``.
 
     Parameters
@@ -29,6 +29,8 @@ def load_manifest(name: str, root: str | Path, **options: object) -> pd.DataFram
         ``crema-d``, ``emodb``, ``folder``, ``csv``).
     root
         The corpus root folder (for ``csv``: the CSV file, or a folder with ``manifest.csv``).
+        For a generated corpus (``synthetic``) the folder it is written to on first use;
+        None: its default folder.
     **options
         Fields of the corpus's options class (``CorpusSpec.options``): the common ones of
         :class:`LoadOptions` (``classes``, ``emotion_map``, ``on_bad_audio``,
@@ -48,6 +50,10 @@ def load_manifest(name: str, root: str | Path, **options: object) -> pd.DataFram
     """
     spec = get_corpus(name)
     load_options = _load_options(spec, options)
+    if spec.generate is not None:
+        root = spec.generate(None if root is None else Path(root).expanduser().resolve(), load_options)
+    if root is None:
+        raise DataError(f"corpus {spec.name} needs a root folder")
     root = Path(root).expanduser().resolve()
     if not root.exists():
         raise DataError(f"{root}: {spec.name} corpus root does not exist")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import DataError
-from . import crema_d, csv_listing, emodb, folder, iemocap, msp_improv, msp_podcast, ravdess
+from . import crema_d, csv_listing, emodb, folder, iemocap, msp_improv, msp_podcast, ravdess, synthetic
 from .base import CorpusSpec
 
 __all__ = ["CORPORA", "get_corpus"]
@@ -11,7 +11,7 @@ __all__ = ["CORPORA", "get_corpus"]
 #: Every supported corpus by name, in the order the CLI lists them.
 CORPORA: dict[str, CorpusSpec] = {
     module.SPEC.name: module.SPEC
-    for module in (iemocap, msp_improv, msp_podcast, ravdess, crema_d, emodb, folder, csv_listing)
+    for module in (synthetic, iemocap, msp_improv, msp_podcast, ravdess, crema_d, emodb, folder, csv_listing)
 }
 
 
