@@ -67,6 +67,10 @@ ROWS: dict[str, dict[str, Any]] = {
     "cnn_lstm-plain-rnn": {"baseline": "cnn_lstm", "space": {"seq_residual": False}},
     "wide": {"space": {"channels": REAL_SPEECH.space.channels * 2}},
     "best-val-epoch": {"retrain": {"model_selection": "best"}},
+    # the validation speaker joins the retraining (the last epoch is kept, so it steers nothing there)
+    "train-on-val": {"retrain": {"train_on_val": True}},
+    "darts-train-on-val": {"strategy": "darts", "retrain": {"train_on_val": True}},
+    "cnn_lstm-train-on-val": {"baseline": "cnn_lstm", "retrain": {"train_on_val": True}},
     # the search the recipe runs: DARTS on a C = 4 supernet, the found cells retrained at C = 8
     "darts": {"strategy": "darts"},
     "darts-plain-rnn": {"strategy": "darts", "space": {"seq_residual": False}},

@@ -65,6 +65,7 @@ class TrainConfig:
     mixup_alpha: float = 0.0  # augmentation: mixup weight ~ Beta(alpha, alpha); 0 = off
     drop_path_prob: float = 0.0  # final drop-path probability, ramped from 0 over training (retraining)
     model_selection: Literal["best", "last"] = "best"  # keep the epoch with the best validation UA, or the last
+    train_on_val: bool = False  # retraining: train on the validation speakers too (needs model_selection "last")
     accelerator: str = "auto"  # Lightning accelerator: auto, cpu, gpu, ...
     devices: int | str = 1  # Lightning devices
     strategy: str = "auto"  # Lightning Trainer strategy, e.g. "ddp", "ddp_spawn" (not with one-shot searches)
@@ -86,6 +87,9 @@ class TrainConfig:
         Augmentation.from_config(self)  # checks the augmentation fields
         if self.model_selection not in ("best", "last"):
             raise ValueError(f"model_selection must be 'best' or 'last', got {self.model_selection!r}")
+        if self.train_on_val and self.model_selection != "last":
+            raise ValueError("train_on_val needs model_selection 'last': the epoch cannot be chosen on "
+                             "speakers the network trains on")
         if not 0.0 <= self.drop_path_prob < 1.0:
             raise ValueError(f"drop_path_prob must be in [0, 1), got {self.drop_path_prob}")
 

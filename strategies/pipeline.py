@@ -274,7 +274,10 @@ def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold
     pl.seed_everything(config.retrain.seed, workers=True)
     model = build_model(sample, retrain_space)
     parameters = count_parameters(model)
-    model, history, selected_epoch = train_model(model, config.retrain, datasets["train"], datasets["val"],
+    # train_on_val: the validation speakers join the training data (their metrics below are then
+    # in-sample; nothing is selected on them, the last epoch is kept); the test fold stays untouched
+    retrain_data = _with_val(datasets) if config.retrain.train_on_val else datasets["train"]
+    model, history, selected_epoch = train_model(model, config.retrain, retrain_data, datasets["val"],
                                                  space.num_classes, trainer_kwargs,
                                                  progress=f"fold-{fold.index} retrain")
     retrain_seconds = time.perf_counter() - started
@@ -307,12 +310,21 @@ def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold
         "classes": list(prepared.classes),
         "val_ua": selected.get("val_ua"),
         "val_wa": selected.get("val_wa"),
+        "val_in_training": config.retrain.train_on_val,
         "selected_epoch": selected_epoch,
         "parameters": parameters,
         "search_seconds": search_seconds,
         "retrain_seconds": retrain_seconds,
     }
     return _finish_fold(work, final, metrics)
+
+
+def _with_val(datasets: dict[str, FeatureDataset]) -> FeatureDataset:
+    """The training split with the validation split's utterances added (same normalisation)."""
+    train, val = datasets["train"], datasets["val"]
+    return FeatureDataset(train.features_path, train.rows + val.rows, train.labels.tolist() + val.labels.tolist(),
+                          None if train.mean is None else train.mean.tolist(),
+                          None if train.std is None else train.std.tolist())
 
 
 def _check_fold_classes(prepared: PreparedData, fold: Fold, batch_size: int) -> None:

@@ -283,3 +283,29 @@ def test_search_help_shows_each_recipes_defaults(capsys) -> None:
     out = " ".join(capsys.readouterr().out.split())
     assert "supernet training epochs (default: 10)" in out  # the same in both recipes
     assert "weight optimizer (adamw: decoupled weight decay) (default: synthetic adam; real speech adamw)" in out
+
+
+def test_retrain_on_the_validation_speakers_too(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    # --retrain-train-on-val: the retraining sees the training and the validation speakers'
+    # utterances (never the test fold's), keeps the last epoch, and says so in the metrics
+    import strategies.pipeline as pipeline
+
+    seen = []
+    original = pipeline.train_model
+    monkeypatch.setattr(pipeline, "train_model", lambda model, config, train, val, *a, **k: (
+        seen.append((config.train_on_val, list(train.rows), list(val.rows))) or original(model, config, train, val,
+                                                                                          *a, **k)))
+    out = tmp_path / "runs"
+    code, _, err = run_cli(capsys, "search", "--baseline", "cnn", "--retrain-max-epochs", "1", "--retrain-train-on-val",
+                           "--retrain-model-selection", "last", "--output", str(out), "--quiet")
+    assert code == 0, err
+    ((on, train_rows, val_rows),) = seen
+    assert on and set(val_rows) <= set(train_rows) and len(train_rows) > len(val_rows)
+    (run,) = list(out.iterdir())
+    metrics = json.loads((run / "fold-0" / "metrics.json").read_text())
+    assert metrics["val_in_training"] is True and metrics["selected_epoch"] == 0
+    assert json.loads((run / "config.json").read_text())["retrain"]["train_on_val"] is True
+    # choosing the epoch on speakers it trains on is refused in one line
+    code, _, err = run_cli(capsys, "search", "--baseline", "cnn", "--retrain-train-on-val",
+                           "--retrain-model-selection", "best", "--output", str(out), "--quiet")
+    assert code == 2 and "train_on_val needs model_selection 'last'" in err and len(err.strip().splitlines()) == 1
