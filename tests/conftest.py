@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -55,3 +56,15 @@ def _restore_root_logging():
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+# memory layouts and devices the op tests run in (tests/test_ops.py, tests/test_fast.py)
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+@pytest.fixture
+def full_precision():
+    """Compare in full fp32 on CUDA too (cuDNN's TF32 rounds to 10 mantissa bits)."""
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        yield

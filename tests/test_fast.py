@@ -20,15 +20,7 @@ from torch import nn
 from ser_space import SpaceConfig, build_model, fast, random_architecture
 from ser_space.cells import CellPostprocessor, Stem
 
-LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
-
-
-@pytest.fixture
-def full_precision() -> Iterator[None]:
-    """Compare in full fp32 on CUDA too (cuDNN's TF32 rounds to 10 mantissa bits)."""
-    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        yield
+from conftest import DEVICES, LAYOUTS  # the full_precision fixture is in conftest too
 
 
 @pytest.fixture(autouse=True)

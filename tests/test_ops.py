@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -71,15 +70,7 @@ def test_factorized_reduce_rejects_odd_channels() -> None:
         FactorizedReduce(3, 3)
 
 
-LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
-
-
-@pytest.fixture
-def full_precision() -> Iterator[None]:
-    """Compare in full fp32 on CUDA too (cuDNN's TF32 rounds to 10 mantissa bits)."""
-    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        yield
+from conftest import DEVICES, LAYOUTS  # the full_precision fixture is in conftest too
 
 
 @pytest.mark.parametrize("device", DEVICES)
