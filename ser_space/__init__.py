@@ -24,6 +24,7 @@ from .arch import (
     save_architecture,
     validate_architecture,
 )
+from . import fast
 from .config import PAPER_CNN_OPS, SEQ_OP_SETS, SeqOpSet, SpaceConfig
 from .draw import draw_cells
 from .ops import CNN_OPS, POOL_OPS, SEQ_OPS
@@ -48,6 +49,7 @@ __all__ = [
     "count_parameters",
     "draw_cells",
     "export_architecture",
+    "fast",
     "label_specs",
     "load_architecture",
     "parse_architecture",
