@@ -267,3 +267,29 @@ def test_recipe_ablation_paired_difference() -> None:
     assert diff["folds"] == 3 and diff["mean"] == pytest.approx(0.1)
     assert diff["ci95"][0] < 0.1 < diff["ci95"][1]
     assert module.paired({"per_fold_ua": {"5": {"7": 0.1}}}, base) is None
+
+
+@pytest.mark.slow
+def test_seed_ensemble_averages_each_rows_seeds_per_fold(tmp_path: Path) -> None:
+    # two seeds of a (one-epoch) hand-designed run, laid out as recipe_ablation leaves them;
+    # the ensemble recomputes each network's recorded test UA and averages their probabilities
+    from strategies.cli import main
+
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        out = tmp_path / f"out{seed}"
+        assert main(["search", "--baseline", "cnn", "--retrain-max-epochs", "1", "--retrain-seed", str(seed),
+                     "--output", str(out), "--quiet"]) == 0
+        (run,) = list(out.iterdir())
+        runs.mkdir(exist_ok=True)
+        run.rename(runs / f"recipe-seed{seed}")
+    sys.path.insert(0, str(BENCH))
+    import seed_ensemble
+
+    row = seed_ensemble.ensemble_row("recipe", runs, [0, 1, 2])   # seed 2 absent: left out
+    assert row["seeds"] == [0, 1] and row["folds"] == 1
+    recorded = [json.loads((runs / f"recipe-seed{s}" / "fold-0" / "metrics.json").read_text())["test_ua"]
+                for s in (0, 1)]
+    assert [row["single_per_fold_ua"][str(s)]["0"] for s in (0, 1)] == pytest.approx(recorded)
+    assert 0.0 <= row["ensemble_ua_mean"] <= 1.0
+    assert seed_ensemble.ensemble_row("recipe", runs, [0]) is None   # one seed is no ensemble
