@@ -190,6 +190,13 @@ def paired(row: dict[str, Any], base: dict[str, Any]) -> dict[str, Any] | None:
             "wilcoxon_p": p}
 
 
+def paired_text(diff: dict[str, Any] | None) -> str:
+    """``+0.024 [-0.032, +0.080], p = 0.31`` for a :func:`paired` result; empty for None."""
+    if diff is None:
+        return ""
+    return f"{diff['mean']:+.3f} [{diff['ci95'][0]:+.3f}, {diff['ci95'][1]:+.3f}], p = {diff['wilcoxon_p']:.2f}"
+
+
 def table(rows: list[dict[str, Any]], base: str = "recipe") -> str:
     baseline = next((r for r in rows if r["row"] == base), None)
     lines = [f"| row | seeds | runs | test UA | seed std | test WA | minus {base}, paired over folds: mean [95 % CI], p "
@@ -198,8 +205,7 @@ def table(rows: list[dict[str, Any]], base: str = "recipe") -> str:
     for r in rows:
         diff = paired(r, baseline) if baseline is not None and r is not baseline else None
         r["paired"] = diff
-        text = "" if diff is None else (f"{diff['mean']:+.3f} [{diff['ci95'][0]:+.3f}, {diff['ci95'][1]:+.3f}], "
-                                        f"p = {diff['wilcoxon_p']:.2f}")
+        text = paired_text(diff)
         lines.append(f"| {r['row']} | {','.join(map(str, r['seeds']))} | {r['runs']} | "
                      f"{r['test_ua_mean']:.3f} ± {r['test_ua_std']:.3f} | "
                      f"{r['test_ua_seed_std']:.3f} | {r['test_wa_mean']:.3f} ± {r['test_wa_std']:.3f} | {text} | "

@@ -25,14 +25,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine_info, write_results  # noqa: E402
-from recipe_ablation import paired  # noqa: E402
+from recipe_ablation import paired, paired_text  # noqa: E402
 
-from strategies.data.dataset import FeatureDataset  # noqa: E402
 from strategies.data.prepare import prepare_data  # noqa: E402
+from strategies.evaluate import fold_models  # noqa: E402
 from strategies.evaluator import classification_metrics, confusion_matrix, predict_logits  # noqa: E402
 from strategies.pipeline import RunConfig  # noqa: E402
-from strategies.predict import Predictor  # noqa: E402
-from strategies.runs import load_model_bundle, read_json  # noqa: E402
+from strategies.runs import read_json  # noqa: E402
 
 
 def _fold_probabilities(folder: Path, prepared: Any) -> dict[int, tuple[np.ndarray, np.ndarray, float]]:
@@ -41,16 +40,7 @@ def _fold_probabilities(folder: Path, prepared: Any) -> dict[int, tuple[np.ndarr
     from torch.utils.data import DataLoader
 
     out = {}
-    labels = prepared.labels
-    for fold_dir in sorted(folder.glob("fold-*"), key=lambda p: int(p.name.split("-")[1])):
-        recorded = read_json(fold_dir / "metrics.json")
-        index = int(recorded["fold"])
-        predictor = Predictor(load_model_bundle(fold_dir / "model.pt"), fold_dir / "model.pt")
-        norm = predictor.normalizer
-        rows = prepared.rows(prepared.folds[index].test)
-        dataset = FeatureDataset(str(prepared.features_path), rows.tolist(), labels[rows].tolist(),
-                                 None if norm.mean is None else [float(v) for v in norm.mean],
-                                 None if norm.std is None else [float(v) for v in norm.std])
+    for index, recorded, predictor, dataset in fold_models(folder, prepared):
         with torch.no_grad():
             logits, targets = predict_logits(predictor.model, DataLoader(dataset, batch_size=64))
         out[index] = (torch.softmax(torch.from_numpy(logits), dim=1).numpy(), targets, float(recorded["test_ua"]))
@@ -107,12 +97,9 @@ def table(rows: list[dict[str, Any]], base: str) -> str:
         gain = paired(r, {"per_fold_ua": r["single_per_fold_ua"]})
         diff = paired(r, baseline) if baseline is not None and r is not baseline else None
         r["gain_over_single"], r["paired"] = gain, diff
-
-        def text(d: dict[str, Any] | None) -> str:
-            return "" if d is None else f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], p = {d['wilcoxon_p']:.2f}"
-
         lines.append(f"| {r['row']} | {','.join(map(str, r['seeds']))} | {r['single_ua_mean']:.3f} | "
-                     f"{r['ensemble_ua_mean']:.3f} ± {r['ensemble_ua_std']:.3f} | {text(gain)} | {text(diff)} |")
+                     f"{r['ensemble_ua_mean']:.3f} ± {r['ensemble_ua_std']:.3f} | {paired_text(gain)} | "
+                     f"{paired_text(diff)} |")
     return "\n".join(lines)
 
 

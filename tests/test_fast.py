@@ -8,6 +8,7 @@ forwards it gives plain modules (stem, dilated depthwise convolutions, cell drop
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -53,7 +54,7 @@ def test_the_switch_reads_the_environment_in_a_fresh_process() -> None:
     code = "from ser_space import fast; print(fast.enabled())"
     for value, expected in (("0", "False"), ("off", "False"), ("1", "True")):
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                              env={**__import__("os").environ, fast.ENV_VAR: value})
+                              env={**os.environ, fast.ENV_VAR: value})
         assert done.stdout.strip() == expected, done.stderr[-1000:]
 
 

@@ -25,7 +25,6 @@ from .switch import enabled
 __all__ = ["DartsMixedCell"]
 
 
-
 @functools.cache
 def _differentiable_cell_class() -> type:
     # NNI's one-shot modules import Lightning: only pay for it when a supernet is built.

@@ -64,8 +64,10 @@ def _datasets() -> tuple[str, ...]:
 
 def _generated(name: str) -> bool:
     """Whether the corpus is made on first use (and so needs no root): the synthetic one."""
-    spec = CORPORA.get(name.strip().lower().replace("_", "-"))
-    return spec is not None and spec.generate is not None
+    try:
+        return get_corpus(name).generate is not None
+    except DataError:
+        return False   # an unknown name: the root check comes first, the name's error later
 
 
 DATASETS = _datasets()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import DataError
 from ..synthetic import EMOTION_PROFILES, SyntheticConfig, ensure_synthetic_corpus, load_synthetic_manifest
 from .base import CorpusSpec, LoadOptions, _as_tuple, _rows
 
@@ -36,8 +37,6 @@ SyntheticOptions.__doc__ = """The common options and the generator's recipe (the
 
 def recipe(options: LoadOptions) -> SyntheticConfig:
     """The generator's config of these options (a ``ValueError`` of it is a one-line error)."""
-    from ..errors import DataError
-
     try:
         return SyntheticConfig(**{name: getattr(options, name) for name, _, _ in _RECIPE})
     except ValueError as exc:
