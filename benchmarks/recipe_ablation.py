@@ -69,10 +69,14 @@ ROWS: dict[str, dict[str, Any]] = {
     "best-val-epoch": {"retrain": {"model_selection": "best"}},
     # the validation speaker joins the retraining (the last epoch is kept, so it steers nothing there)
     "train-on-val": {"retrain": {"train_on_val": True}},
-    "darts-train-on-val": {"strategy": "darts", "retrain": {"train_on_val": True}},
     "cnn_lstm-train-on-val": {"baseline": "cnn_lstm", "retrain": {"train_on_val": True}},
     # the search the recipe runs: DARTS on a C = 4 supernet, the found cells retrained at C = 8
     "darts": {"strategy": "darts"},
+    # rows that change only the retraining retrain the very architectures row "darts" found (same
+    # seed, same fold: `ser-nas retrain <run folder>`), so the difference is the retraining's alone
+    "darts-train-on-val": {"architectures_from": "darts", "retrain": {"train_on_val": True}},
+    "darts-double-epochs": {"architectures_from": "darts",
+                            "retrain": {"max_epochs": REAL_SPEECH.retrain.max_epochs * 2}},
     "darts-plain-rnn": {"strategy": "darts", "space": {"seq_residual": False}},
     # the other strategies under the same budget: one-shot ones 10 supernet epochs, random search
     # strategies.search.equal_budget of it (4 trials of 5 epochs, the same passes over the data)
@@ -92,8 +96,9 @@ ROWS: dict[str, dict[str, Any]] = {
 }
 
 
-def row_config(name: str, root: str, folds: tuple[int, ...] | None, seed: int) -> RunConfig:
-    """The RunConfig of row ``name`` at ``seed``."""
+def row_config(name: str, root: str, folds: tuple[int, ...] | None, seed: int, out: Path = RESULTS / "ablation") -> RunConfig:
+    """The RunConfig of row ``name`` at ``seed`` (``out``: where the rows' runs are, for
+    ``architectures_from``)."""
     changes = ROWS[name]
     base = real_speech_recipe(DataConfig(dataset="emodb", root=root))
     features = base.data.features
@@ -116,7 +121,14 @@ def row_config(name: str, root: str, folds: tuple[int, ...] | None, seed: int) -
                                retrain=retrain.replace(seed=seed),
                                search=search,
                                folds=folds,
-                               baseline=None if "strategy" in changes else changes.get("baseline", "cnn"))
+                               baseline=None if "strategy" in changes or "architectures_from" in changes
+                               else changes.get("baseline", "cnn"),
+                               architecture=str(_run_folder(out, changes["architectures_from"], seed))
+                               if "architectures_from" in changes else None)
+
+
+def _run_folder(out: Path, name: str, seed: int) -> Path:
+    return out / f"{name.replace(':', '_')}-seed{seed}"
 
 
 def run_row(name: str, root: str, folds: tuple[int, ...] | None, seeds: list[int], out: Path,
@@ -124,7 +136,7 @@ def run_row(name: str, root: str, folds: tuple[int, ...] | None, seeds: list[int
     runs = []
     done_seeds = []
     for seed in seeds:
-        folder = out / f"{name.replace(':', '_')}-seed{seed}"
+        folder = _run_folder(out, name, seed)
         summary_path = folder / "summary.json"
         if report_only and not summary_path.is_file():
             continue
@@ -133,7 +145,7 @@ def run_row(name: str, root: str, folds: tuple[int, ...] | None, seeds: list[int
             summary = json.loads(summary_path.read_text())
             logging.info("%s seed %d: reused %s", name, seed, folder)
         else:
-            config = row_config(name, root, folds, seed)
+            config = row_config(name, root, folds, seed, out)
             started = time.perf_counter()
             partial = out / f".{name.replace(':', '_')}-seed{seed}"
             partial.mkdir(parents=True, exist_ok=True)

@@ -187,8 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="instead of searching: a hand-designed network (cnn, cnn_lstm, cnn_lstm_att) or a reference "
                              "baseline (mfcc_stats, egemaps, compare2016; :logreg or :svm picks the classifier)")
 
-    retrain = sub.add_parser("retrain", help="retrain an architecture file from scratch and test it")
-    retrain.add_argument("architecture", help="architecture JSON (e.g. runs/.../fold-0/architecture.json)")
+    retrain = sub.add_parser("retrain", help="retrain an architecture file, or each fold's architecture of a run, "
+                                             "from scratch and test it")
+    retrain.add_argument("architecture", help="architecture JSON (e.g. runs/.../fold-0/architecture.json), or a run "
+                                              "folder: each fold retrains the architecture that run found on it")
     _add_data_flags(retrain)
     _add_run_flags(retrain, search=False)
 

@@ -76,7 +76,7 @@ class RunConfig:
         class_weighted=True))  # retraining
     folds: tuple[int, ...] | None = (0,)  # fold indices to run; None = every fold
     baseline: str | None = None  # instead of a search: a hand-designed architecture (strategies.baselines) or a reference baseline (strategies.reference)
-    architecture: str | None = None  # an architecture file to retrain instead of a search
+    architecture: str | None = None  # instead of a search: an architecture file, or a run folder whose fold-<k>/architecture.json each fold k retrains
 
     def __post_init__(self) -> None:
         if self.baseline is not None:
@@ -209,12 +209,34 @@ def _select_folds(prepared: PreparedData, folds: tuple[int, ...] | None) -> list
     return chosen
 
 
-def _architecture_for(config: RunConfig, space: SpaceConfig, datasets: dict[str, FeatureDataset],
+def _architecture_file(config: RunConfig, fold: Fold) -> Path:
+    """The architecture file fold ``fold`` retrains: ``config.architecture`` itself, or, when that
+    is a run folder, the architecture that run found on the same fold.
+
+    A run folder's fold must have finished and must have tested the same speakers: its search
+    saw every other speaker, so on any other split it may have been steered by this fold's test
+    speakers."""
+    source = Path(config.architecture)
+    if not source.is_dir():
+        return source
+    folder = source / f"fold-{fold.index}"
+    path = folder / "architecture.json"
+    if not path.is_file() or not (folder / "metrics.json").is_file():
+        raise RunError(f"{source}: fold {fold.index} has no finished architecture ({folder.name}/architecture.json "
+                       f"and metrics.json); run that fold there first or choose --folds")
+    tested = read_json(folder / "metrics.json").get("test_speakers")
+    if sorted(tested or []) != sorted(fold.test_speakers):
+        raise RunError(f"{folder}: tested speakers {', '.join(tested or []) or 'unknown'}, not fold {fold.index}'s "
+                       f"{', '.join(fold.test_speakers)}; its search may have seen this fold's test speakers")
+    return path
+
+
+def _architecture_for(config: RunConfig, space: SpaceConfig, fold: Fold, datasets: dict[str, FeatureDataset],
                       workdir: Path, trainer_kwargs: dict[str, Any] | None,
                       progress: str | None = None,
                       experiment_name: str | None = None) -> tuple[dict[str, Any], SearchResult | None]:
     if config.architecture:
-        arch = load_architecture(config.architecture, expected_config=space)
+        arch = load_architecture(_architecture_file(config, fold), expected_config=space)
         return arch.sample, None
     if config.baseline:
         return hand_designed_architecture(config.baseline, space), None
@@ -246,12 +268,14 @@ def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold
 
     started = time.perf_counter()
     # the web UI names the experiment after the fold's folder as it will be, not its .partial one
-    sample, search = _architecture_for(config, space, datasets, work / "search", trainer_kwargs,
+    sample, search = _architecture_for(config, space, fold, datasets, work / "search", trainer_kwargs,
                                        progress=f"fold-{fold.index} search",
                                        experiment_name=f"ser-nas {config.method} {final.resolve()}")
     search_seconds = time.perf_counter() - started
     meta = {"method": config.method, "dataset": prepared.config.dataset, "fold": fold.index,
             "search_seconds": search_seconds}
+    if config.architecture:
+        meta["source"] = str(_architecture_file(config, fold))
     save_architecture(work / "architecture.json", sample, space, meta=meta)
     try:
         draw_cells(load_architecture(work / "architecture.json"), work / "cells.png")
@@ -440,7 +464,8 @@ def run_pipeline(config: RunConfig, output_dir: str | Path = "runs", data_dir: s
     # every input checked before anything is written: a bad fold or architecture file leaves no folder
     folds = _select_folds(prepared, config.folds)
     if config.architecture:
-        load_architecture(config.architecture, expected_config=space)
+        for fold in folds:
+            load_architecture(_architecture_file(config, fold), expected_config=space)
     if resume is None:
         run_dir = new_run_dir(output_dir, f"{config.data.dataset}-{config.method}")
         write_json(run_dir / "config.json", config.to_dict())

@@ -269,6 +269,24 @@ def test_recipe_ablation_paired_difference() -> None:
     assert module.paired({"per_fold_ua": {"5": {"7": 0.1}}}, base) is None
 
 
+def test_recipe_ablation_retraining_rows_reuse_the_searched_architectures(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("recipe_ablation", BENCH / "recipe_ablation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import miniature
+
+    root = str(miniature.make_corpus("emodb", tmp_path / "emodb").root)
+    # a row that changes only the retraining retrains row darts's run of the same seed, no search
+    config = module.row_config("darts-double-epochs", root, None, 2, tmp_path / "runs")
+    darts = module.row_config("darts", root, None, 2, tmp_path / "runs")
+    assert config.architecture == str(tmp_path / "runs" / "darts-seed2") and config.baseline is None
+    assert config.method == "file" and darts.architecture is None and darts.method == "darts"
+    assert config.retrain.max_epochs == 2 * darts.retrain.max_epochs and config.retrain.seed == 2
+    assert config.space == darts.space
+
+
 @pytest.mark.slow
 def test_seed_ensemble_averages_each_rows_seeds_per_fold(tmp_path: Path) -> None:
     # two seeds of a (one-epoch) hand-designed run, laid out as recipe_ablation leaves them;

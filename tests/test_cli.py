@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -199,6 +200,35 @@ def test_retrain_rejects_architecture_of_another_space(baseline_run: Path, tmp_p
     code, _, err = run_cli(capsys, "retrain", str(arch), "--space", "small", "--output", str(tmp_path))
     assert code == 2
     assert "architecture.json" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_retrain_a_run_folder_retrains_each_folds_architecture(baseline_run: Path, tmp_path: Path, capsys) -> None:
+    """`ser-nas retrain RUN` retrains, on every fold, the architecture that run found on the same fold."""
+    source = json.loads((baseline_run / "fold-0" / "architecture.json").read_text())
+    out = tmp_path / "runs"
+    code, _, err = run_cli(capsys, "retrain", str(baseline_run), "--retrain-max-epochs", "1", "--output", str(out),
+                           "--quiet")
+    assert code == 0, err
+    (run,) = list(out.iterdir())
+    retrained = json.loads((run / "fold-0" / "architecture.json").read_text())
+    assert retrained["architecture"] == source["architecture"]
+    assert retrained["meta"]["source"] == str(baseline_run / "fold-0" / "architecture.json")
+    assert json.loads((run / "config.json").read_text())["architecture"] == str(baseline_run)
+
+    # a fold the run has not finished, or a run whose fold tested other speakers (its search may
+    # have seen this fold's test speakers): one line, nothing written
+    empty = tmp_path / "nothing"
+    code, _, err = run_cli(capsys, "retrain", str(baseline_run), "--folds", "0,1", "--output", str(empty), "--quiet")
+    assert code == 2 and "fold 1 has no finished architecture" in err and "Traceback" not in err
+    other = tmp_path / "other-split"
+    shutil.copytree(baseline_run, other)
+    metrics = json.loads((other / "fold-0" / "metrics.json").read_text())
+    metrics["test_speakers"] = ["somebody-else"]
+    (other / "fold-0" / "metrics.json").write_text(json.dumps(metrics))
+    code, _, err = run_cli(capsys, "retrain", str(other), "--output", str(empty), "--quiet")
+    assert code == 2 and "somebody-else" in err and "Traceback" not in err
+    assert not empty.exists() or not any(empty.iterdir())
 
 
 @pytest.mark.slow
