@@ -67,6 +67,8 @@ ROWS: dict[str, dict[str, Any]] = {
     "cnn_lstm-plain-rnn": {"baseline": "cnn_lstm", "space": {"seq_residual": False}},
     "wide": {"space": {"channels": REAL_SPEECH.space.channels * 2}},
     "best-val-epoch": {"retrain": {"model_selection": "best"}},
+    # the mean of the weights of the last quarter of the epochs (batch-norm statistics recomputed)
+    "weight-averaging": {"retrain": {"average_last": 0.25}},
     # the validation speaker joins the retraining (the last epoch is kept, so it steers nothing there)
     "train-on-val": {"retrain": {"train_on_val": True}},
     "cnn_lstm-train-on-val": {"baseline": "cnn_lstm", "retrain": {"train_on_val": True}},
@@ -77,6 +79,7 @@ ROWS: dict[str, dict[str, Any]] = {
     "darts-train-on-val": {"architectures_from": "darts", "retrain": {"train_on_val": True}},
     "darts-double-epochs": {"architectures_from": "darts",
                             "retrain": {"max_epochs": REAL_SPEECH.retrain.max_epochs * 2}},
+    "darts-weight-averaging": {"architectures_from": "darts", "retrain": {"average_last": 0.25}},
     "darts-plain-rnn": {"strategy": "darts", "space": {"seq_residual": False}},
     # the other strategies under the same budget: one-shot ones 10 supernet epochs, random search
     # strategies.search.equal_budget of it (4 trials of 5 epochs, the same passes over the data)

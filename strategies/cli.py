@@ -134,7 +134,7 @@ def _add_run_flags(parser: argparse.ArgumentParser, search: bool = True) -> None
         add_config_flags(parser, SearchConfig, group_title="search",
                          defaults={k: r.search.replace(webui=True) for k, r in recipes.items()})
         add_config_flags(parser, TrainConfig, prefix="search-train-", group_title="weight training during search",
-                         skip=("train_on_val",), defaults={k: r.search_train for k, r in recipes.items()})
+                         skip=("train_on_val", "average_last"), defaults={k: r.search_train for k, r in recipes.items()})
     add_config_flags(parser, TrainConfig, prefix="retrain-", group_title="retraining",
                      defaults={k: r.retrain for k, r in recipes.items()})
     add_config_flags(parser, SpaceConfig, prefix="space-", group_title="space fields (over --space)",
@@ -492,7 +492,7 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
                           help="a JSON/YAML NNI training-service config for the trials (other platforms)")
     _add_data_flags(parser)
     add_config_flags(parser, TrainConfig, prefix="search-train-", group_title="weight training during search",
-                     skip=("max_epochs", "seed", "train_on_val"))
+                     skip=("max_epochs", "seed", "train_on_val", "average_last"))
     add_config_flags(parser, TrainConfig, prefix="retrain-", group_title="retraining (the same for every run)",
                      skip=("seed",))
     return parser

@@ -66,6 +66,7 @@ class TrainConfig:
     drop_path_prob: float = 0.0  # final drop-path probability, ramped from 0 over training (retraining)
     model_selection: Literal["best", "last"] = "best"  # keep the epoch with the best validation UA, or the last
     train_on_val: bool = False  # retraining: train on the validation speakers too (needs model_selection "last")
+    average_last: float = 0.0  # retraining: keep the mean of the weights at the ends of this last fraction of the epochs (weight averaging over the schedule's tail, batch-norm statistics then recomputed on the training data); 0 = off; needs model_selection "last"
     accelerator: str = "auto"  # Lightning accelerator: auto, cpu, gpu, ...
     devices: int | str = 1  # Lightning devices
     strategy: str = "auto"  # Lightning Trainer strategy, e.g. "ddp", "ddp_spawn" (not with one-shot searches)
@@ -90,6 +91,10 @@ class TrainConfig:
         if self.train_on_val and self.model_selection != "last":
             raise ValueError("train_on_val needs model_selection 'last': the epoch cannot be chosen on "
                              "speakers the network trains on")
+        if not 0.0 <= self.average_last < 1.0:
+            raise ValueError(f"average_last must be in [0, 1), got {self.average_last}")
+        if self.average_last and self.model_selection != "last":
+            raise ValueError("average_last needs model_selection 'last': it replaces the choice of one epoch")
         if not 0.0 <= self.drop_path_prob < 1.0:
             raise ValueError(f"drop_path_prob must be in [0, 1), got {self.drop_path_prob}")
 

@@ -139,6 +139,40 @@ def test_retraining_runs_accelerated_and_returns_a_plain_model(tmp_path: Path,
     assert isinstance(trained.stem, Stem) and "forward" not in trained.stem.__dict__
 
 
+def test_retraining_keeps_the_mean_of_the_last_epochs_weights(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # average_last: the parameters are the mean of those at the ends of the last epochs, and the
+    # batch-norm statistics are recomputed for them on the training data
+    import copy
+
+    from ser_space import random_architecture
+    from strategies import pipeline
+
+    ends: list[dict[str, torch.Tensor]] = []
+    original = pipeline._KeepBest.on_train_epoch_end
+
+    def record(self, trainer, pl_module) -> None:
+        ends.append({k: v.detach().cpu().clone() for k, v in self.module.model.named_parameters()})
+        original(self, trainer, pl_module)
+
+    monkeypatch.setattr(pipeline._KeepBest, "on_train_epoch_end", record)
+    space = _space().replace(cell_dropout=0.0, dropout=0.0)  # so the batch-norm pass is deterministic
+    train, val = _datasets(tmp_path / "data")
+    model = build_model(random_architecture(space, seed=1), space)
+    config = TrainConfig(batch_size=8, max_epochs=3, model_selection="last", average_last=0.6)  # the last 2
+    trained, history, _ = pipeline.train_model(model, config, train, val, CLASSES)
+    assert len(ends) == 3 and len(history) == 3
+    for name, param in trained.named_parameters():
+        assert torch.allclose(param, (ends[1][name] + ends[2][name]) / 2, atol=1e-6), name
+    assert not all(torch.allclose(p, ends[2][n]) for n, p in trained.named_parameters())  # not the last epoch's
+    again = copy.deepcopy(trained)
+    torch.optim.swa_utils.update_bn(torch.utils.data.DataLoader(train, batch_size=8), again)
+    norms = [(a, b) for a, b in zip(trained.modules(), again.modules()) if isinstance(a, torch.nn.BatchNorm2d)]
+    assert norms and all(torch.allclose(a.running_mean, b.running_mean, atol=1e-5) for a, b in norms)
+    with pytest.raises(ValueError, match="average_last needs model_selection 'last'"):
+        TrainConfig(average_last=0.25)
+
+
 def test_random_strategy_runs_real_trials_through_nni_manager(tmp_path: Path) -> None:
     space = _space()
     tricky = tmp_path / 'corpus "v2" #1'
