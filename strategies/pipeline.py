@@ -360,6 +360,9 @@ def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold
                       list(prepared.classes),
                       prepared.config.features.to_dict(), normalizer.to_dict())
     selected = next((e for e in history if e["epoch"] == selected_epoch), history[-1] if history else {})
+    if config.retrain.average_last:  # the kept weights are no epoch's: their own validation figures
+        val = evaluate_model(model, DataLoader(datasets["val"], batch_size=64, shuffle=False), space.num_classes)
+        selected = {"val_ua": val["ua"], "val_wa": val["wa"]}
     metrics = {
         "fold": fold.index,
         "fold_name": fold.name,

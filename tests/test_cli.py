@@ -339,3 +339,32 @@ def test_retrain_on_the_validation_speakers_too(tmp_path: Path, capsys, monkeypa
     code, _, err = run_cli(capsys, "search", "--baseline", "cnn", "--retrain-train-on-val",
                            "--retrain-model-selection", "best", "--output", str(out), "--quiet")
     assert code == 2 and "train_on_val needs model_selection 'last'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_retrain_keeps_averaged_weights_with_their_own_validation_figures(tmp_path: Path, capsys,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # --retrain-average-last: metrics.json gives the validation figures of the averaged network
+    # that is saved and tested, not those of the last epoch
+    from strategies import pipeline
+
+    scored = []
+    original = pipeline.evaluate_model
+
+    def evaluate(model, loader, n):
+        scored.append((len(loader.dataset), original(model, loader, n)))
+        return scored[-1][1]
+
+    monkeypatch.setattr(pipeline, "evaluate_model", evaluate)
+    out = tmp_path / "runs"
+    code, _, err = run_cli(capsys, "search", "--baseline", "cnn", "--retrain-max-epochs", "2", "--retrain-model-selection",
+                           "last", "--retrain-average-last", "0.5", "--output", str(out), "--quiet")
+    assert code == 0, err
+    (run,) = list(out.iterdir())
+    metrics = json.loads((run / "fold-0" / "metrics.json").read_text())
+    assert json.loads((run / "config.json").read_text())["retrain"]["average_last"] == 0.5
+    (_, test), (n_val, val) = scored  # the test fold once, then the validation speakers
+    assert metrics["test_ua"] == test["ua"] and n_val == len(metrics["val_speakers"]) * 40
+    assert metrics["val_ua"] == val["ua"] and metrics["val_wa"] == val["wa"]
+    code, _, err = run_cli(capsys, "search", "--baseline", "cnn", "--retrain-average-last", "0.5",
+                           "--retrain-model-selection", "best", "--output", str(out), "--quiet")
+    assert code == 2 and "average_last needs model_selection 'last'" in err and len(err.strip().splitlines()) == 1
