@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -285,6 +286,32 @@ def test_recipe_ablation_retraining_rows_reuse_the_searched_architectures(tmp_pa
     assert config.method == "file" and darts.architecture is None and darts.method == "darts"
     assert config.retrain.max_epochs == 2 * darts.retrain.max_epochs and config.retrain.seed == 2
     assert config.space == darts.space
+
+
+def test_learning_curves_average_each_rows_runs_per_epoch(tmp_path: Path) -> None:
+    # two seeds x two folds of one row, laid out as recipe_ablation leaves them
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        run = runs / f"recipe-seed{seed}"
+        for fold in (0, 1):
+            folder = run / f"fold-{fold}"
+            folder.mkdir(parents=True)
+            (folder / "metrics.json").write_text(json.dumps({"fold": fold, "test_ua": 0.4 + 0.2 * fold + 0.1 * seed}))
+            base = seed + 2 * fold  # 0..3 over the four runs
+            pd.DataFrame({"epoch": [0, 1, 2], "train_loss": [2.0, 1.5, 1.0 + base], "val_loss": [2.0, 1.8, 1.6],
+                          "val_ua": [0.2, 0.5 + 0.1 * base, 0.4], "val_wa": 0.0, "val_f1": 0.0}).to_csv(
+                folder / "retrain.csv", index=False)
+        (run / "summary.json").write_text("{}")
+    result = _run_script("learning_curves.py", tmp_path / "out", "--rows", "recipe,absent", "--out", str(runs),
+                         "--name", "curves")
+    (row,) = result["rows"]
+    assert row["runs"] == 4 and row["seeds"] == [0, 1] and row["epochs"] == 3
+    assert row["curves"]["train_loss"]["mean"] == pytest.approx([2.0, 1.5, 2.5])
+    assert row["last_epoch"]["val_loss"] == pytest.approx(1.6)
+    assert row["val_ua_peak_epoch"] == 1 and row["val_ua_peak"] == pytest.approx(0.65)
+    assert row["test_ua_fold_means"] == pytest.approx({"0": 0.45, "1": 0.65})
+    assert row["test_ua_fold_spread"] == pytest.approx(0.2) and row["test_ua_seed_spread"] == pytest.approx(0.1)
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 1000
 
 
 @pytest.mark.slow
