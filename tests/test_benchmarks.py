@@ -302,8 +302,14 @@ def test_learning_curves_average_each_rows_runs_per_epoch(tmp_path: Path) -> Non
                           "val_ua": [0.2, 0.5 + 0.1 * base, 0.4], "val_wa": 0.0, "val_f1": 0.0}).to_csv(
                 folder / "retrain.csv", index=False)
         (run / "summary.json").write_text("{}")
-    result = _run_script("learning_curves.py", tmp_path / "out", "--rows", "recipe,absent", "--out", str(runs),
-                         "--name", "curves")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("learning_curves", BENCH / "learning_curves.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--rows", "recipe,absent", "--out", str(runs), "--name", "curves",
+                        "--out-dir", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "curves.json").read_text())
     (row,) = result["rows"]
     assert row["runs"] == 4 and row["seeds"] == [0, 1] and row["epochs"] == 3
     assert row["curves"]["train_loss"]["mean"] == pytest.approx([2.0, 1.5, 2.5])

@@ -341,6 +341,7 @@ def test_retrain_on_the_validation_speakers_too(tmp_path: Path, capsys, monkeypa
     assert code == 2 and "train_on_val needs model_selection 'last'" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_retrain_keeps_averaged_weights_with_their_own_validation_figures(tmp_path: Path, capsys,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     # --retrain-average-last: metrics.json gives the validation figures of the averaged network
