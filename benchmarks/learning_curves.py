@@ -28,6 +28,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import RESULTS, machine_info, write_results  # noqa: E402
+from recipe_ablation import run_folder  # noqa: E402
 
 from strategies.evaluate import finished_folds  # noqa: E402
 from strategies.runs import atomic_write, read_json  # noqa: E402
@@ -42,7 +43,7 @@ def row_curves(name: str, out: Path, seeds: list[int]) -> dict[str, Any] | None:
     in_sample = False
     done = []
     for seed in seeds:
-        run = out / f"{name.replace(':', '_')}-seed{seed}"
+        run = run_folder(out, name, seed)
         folds = finished_folds(run) if (run / "summary.json").is_file() else []
         if not folds:
             continue

@@ -126,11 +126,12 @@ def row_config(name: str, root: str, folds: tuple[int, ...] | None, seed: int, o
                                folds=folds,
                                baseline=None if "strategy" in changes or "architectures_from" in changes
                                else changes.get("baseline", "cnn"),
-                               architecture=str(_run_folder(out, changes["architectures_from"], seed))
+                               architecture=str(run_folder(out, changes["architectures_from"], seed))
                                if "architectures_from" in changes else None)
 
 
-def _run_folder(out: Path, name: str, seed: int) -> Path:
+def run_folder(out: Path, name: str, seed: int) -> Path:
+    """Where row ``name``'s run at ``seed`` is kept under ``out``."""
     return out / f"{name.replace(':', '_')}-seed{seed}"
 
 
@@ -139,7 +140,7 @@ def run_row(name: str, root: str, folds: tuple[int, ...] | None, seeds: list[int
     runs = []
     done_seeds = []
     for seed in seeds:
-        folder = _run_folder(out, name, seed)
+        folder = run_folder(out, name, seed)
         summary_path = folder / "summary.json"
         if report_only and not summary_path.is_file():
             continue
@@ -150,7 +151,7 @@ def run_row(name: str, root: str, folds: tuple[int, ...] | None, seeds: list[int
         else:
             config = row_config(name, root, folds, seed, out)
             started = time.perf_counter()
-            partial = out / f".{name.replace(':', '_')}-seed{seed}"
+            partial = folder.with_name(f".{folder.name}")
             partial.mkdir(parents=True, exist_ok=True)
             run_dir, summary = run_pipeline(config, output_dir=partial, progress=False)
             summary["wall_seconds"] = time.perf_counter() - started

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine_info, write_results  # noqa: E402
-from recipe_ablation import paired, paired_text  # noqa: E402
+from recipe_ablation import paired, paired_text, run_folder  # noqa: E402
 
 from strategies.data.prepare import prepare_data  # noqa: E402
 from strategies.evaluate import fold_models  # noqa: E402
@@ -48,7 +48,7 @@ def _fold_probabilities(folder: Path, prepared: Any) -> dict[int, tuple[np.ndarr
 
 
 def ensemble_row(name: str, out: Path, seeds: list[int]) -> dict[str, Any] | None:
-    folders = [out / f"{name.replace(':', '_')}-seed{seed}" for seed in seeds]
+    folders = [run_folder(out, name, seed) for seed in seeds]
     folders = [f for f in folders if (f / "summary.json").is_file()]
     if len(folders) < 2:
         logging.info("%s: fewer than 2 finished seeds, no ensemble", name)

@@ -272,13 +272,14 @@ def _architecture_file(config: RunConfig, fold: Fold) -> Path:
     return path
 
 
-def _architecture_for(config: RunConfig, space: SpaceConfig, fold: Fold, datasets: dict[str, FeatureDataset],
+def _architecture_for(config: RunConfig, space: SpaceConfig, source: Path | None, datasets: dict[str, FeatureDataset],
                       workdir: Path, trainer_kwargs: dict[str, Any] | None,
                       progress: str | None = None,
                       experiment_name: str | None = None) -> tuple[dict[str, Any], SearchResult | None]:
-    if config.architecture:
-        arch = load_architecture(_architecture_file(config, fold), expected_config=space)
-        return arch.sample, None
+    """The fold's architecture: read from ``source`` (see :func:`_architecture_file`), the
+    baseline's, or searched."""
+    if source is not None:
+        return load_architecture(source, expected_config=space).sample, None
     if config.baseline:
         return hand_designed_architecture(config.baseline, space), None
     # the search may run a narrower supernet (search.channels); the choices do not depend on the
@@ -309,14 +310,15 @@ def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold
 
     started = time.perf_counter()
     # the web UI names the experiment after the fold's folder as it will be, not its .partial one
-    sample, search = _architecture_for(config, space, fold, datasets, work / "search", trainer_kwargs,
+    source = _architecture_file(config, fold) if config.architecture else None
+    sample, search = _architecture_for(config, space, source, datasets, work / "search", trainer_kwargs,
                                        progress=f"fold-{fold.index} search",
                                        experiment_name=f"ser-nas {config.method} {final.resolve()}")
     search_seconds = time.perf_counter() - started
     meta = {"method": config.method, "dataset": prepared.config.dataset, "fold": fold.index,
             "search_seconds": search_seconds}
-    if config.architecture:
-        meta["source"] = str(_architecture_file(config, fold))
+    if source is not None:
+        meta["source"] = str(source)
     save_architecture(work / "architecture.json", sample, space, meta=meta)
     try:
         draw_cells(load_architecture(work / "architecture.json"), work / "cells.png")
