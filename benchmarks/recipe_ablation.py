@@ -96,6 +96,15 @@ ROWS: dict[str, dict[str, Any]] = {
     # reference baselines (strategies.reference) on the same folds: deterministic, one seed suffices
     **{f"ref-{name}": {"baseline": name} for name in (
         "mfcc_stats", "mfcc_stats:svm", "egemaps", "egemaps:logreg", "compare2016", "compare2016:logreg")},
+    # per-speaker normalisation: every speaker (the test speaker too) standardised with its own
+    # utterances' statistics, no labels read (transductive); the networks and the references alike
+    "speaker-norm": {"features": {"normalization": "per_speaker"}},
+    "wide-speaker-norm": {"features": {"normalization": "per_speaker"},
+                          "space": {"channels": REAL_SPEECH.space.channels * 2}},
+    "cnn_lstm-speaker-norm": {"baseline": "cnn_lstm", "features": {"normalization": "per_speaker"}},
+    "darts-speaker-norm": {"strategy": "darts", "features": {"normalization": "per_speaker"}},
+    **{f"ref-{name}-speaker-norm": {"baseline": name, "features": {"normalization": "per_speaker"}} for name in (
+        "mfcc_stats", "egemaps", "egemaps:logreg", "compare2016", "compare2016:logreg")},
 }
 
 

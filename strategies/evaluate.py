@@ -66,7 +66,9 @@ def fold_models(run: Path, prepared: PreparedData) -> Iterator[tuple[int, dict[s
                            f"{list(prepared.classes)}")
         norm = predictor.normalizer
         rows = prepared.rows(prepared.folds[index].test)
+        speakers = prepared.manifest["speaker"].astype(str).to_numpy()[rows].tolist()
         dataset = FeatureDataset(str(prepared.features_path), rows.tolist(), labels[rows].tolist(),
                                  None if norm.mean is None else [float(v) for v in norm.mean],
-                                 None if norm.std is None else [float(v) for v in norm.std])
+                                 None if norm.std is None else [float(v) for v in norm.std],
+                                 speakers=speakers if norm.kind == "per_speaker" else None)
         yield index, recorded, predictor, dataset

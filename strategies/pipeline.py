@@ -42,7 +42,7 @@ from ser_space import (SpaceConfig, build_model, count_parameters, draw_cells, e
 from . import compat
 from .baselines import BASELINES, hand_designed_architecture
 from .data.dataset import FeatureDataset
-from .data.features import Normalizer
+from .data.features import Normalizer, standardise_per_speaker
 from .data.folds import Fold
 from .data.prepare import DataConfig, PreparedData, prepare_data
 from .evaluator import SERModule, TrainConfig, evaluate_model, make_lightning
@@ -141,16 +141,23 @@ def adapt_space(space: SpaceConfig, prepared: PreparedData) -> SpaceConfig:
 
 
 def fold_datasets(prepared: PreparedData, fold: Fold) -> tuple[dict[str, FeatureDataset], Normalizer]:
-    """Train / val / test datasets of a fold, normalised with statistics of ``train`` only."""
+    """Train / val / test datasets of a fold, normalised with statistics of ``train`` only.
+
+    With ``normalization = "per_speaker"`` every speaker (the validation and test speakers too)
+    is standardised with its own utterances' statistics instead: no labels are read, but the
+    test speaker's audio is (transductive; docs/features.md).
+    """
     features = prepared.features()
     labels = prepared.labels
     rows = {part: prepared.rows(getattr(fold, part)) for part in ("train", "val", "test")}
     kind = prepared.config.features.normalization
-    normalizer = Normalizer.fit(features[rows["train"]], kind=kind) if kind != "none" else Normalizer(kind="none")
+    normalizer = Normalizer.fit(features[rows["train"]], kind=kind)
     mean = None if normalizer.mean is None else [float(v) for v in normalizer.mean]
     std = None if normalizer.std is None else [float(v) for v in normalizer.std]
+    speakers = prepared.manifest["speaker"].astype(str).to_numpy()
     datasets = {
-        part: FeatureDataset(str(prepared.features_path), r.tolist(), labels[r].tolist(), mean, std)
+        part: FeatureDataset(str(prepared.features_path), r.tolist(), labels[r].tolist(), mean, std,
+                             speakers=speakers[r].tolist() if kind == "per_speaker" else None)
         for part, r in rows.items()
     }
     return datasets, normalizer
@@ -391,10 +398,11 @@ def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold
 
 def _with_val(datasets: dict[str, FeatureDataset]) -> FeatureDataset:
     """The training split with the validation split's utterances added (same normalisation)."""
-    train, val = datasets["train"], datasets["val"]
-    return FeatureDataset(train.features_path, train.rows + val.rows, train.labels.tolist() + val.labels.tolist(),
-                          None if train.mean is None else train.mean.tolist(),
-                          None if train.std is None else train.std.tolist())
+    train, val = datasets["train"].spec(), datasets["val"].spec()
+    joined = {**train, "rows": train["rows"] + val["rows"], "labels": train["labels"] + val["labels"]}
+    if train["speakers"] is not None:
+        joined["speakers"] = train["speakers"] + val["speakers"]
+    return FeatureDataset(**joined)
 
 
 def _check_fold_classes(prepared: PreparedData, fold: Fold, batch_size: int) -> None:
@@ -444,12 +452,16 @@ def run_reference_fold(config: RunConfig, prepared: PreparedData, fold: Fold, wo
     search_seconds = time.perf_counter() - started
     started = time.perf_counter()
     rows = {part: prepared.rows(getattr(fold, part)) for part in ("train", "val", "test")}
+    normalization = prepared.config.features.normalization
+    if normalization == "per_speaker":  # as the networks' features: each speaker by its own statistics
+        features = standardise_per_speaker(features, prepared.manifest["speaker"].astype(str).to_numpy())
     result = fit_reference(baseline, features, prepared.labels, rows, len(prepared.classes), seed=config.retrain.seed)
     retrain_seconds = time.perf_counter() - started
     classes = len(prepared.classes)
     parameters = int(features.shape[1] * classes + classes)
     write_json(work / "reference.json", {"baseline": baseline.name, "features": baseline.features,
                                          "classifier": baseline.classifier, "dimensions": result["dimensions"],
+                                         "normalization": normalization,
                                          "c": result["c"], "val_ua_by_c": result["val_ua_by_c"]})
     _picture(plot_confusion, np.asarray(result["confusion_matrix"]), list(prepared.classes), work / "confusion.png",
              title=f"{config.method}, fold {fold.index}: UA {result['ua']:.3f}")

@@ -37,7 +37,7 @@ from ser_space import build_model, parse_architecture
 from .data.audio import read_audio
 from .data.corpora import AUDIO_SUFFIXES
 from .data.errors import DataError
-from .data.features import FeatureConfig, Normalizer, compute_features
+from .data.features import FeatureConfig, Normalizer, compute_features, standardise_per_speaker
 from .data.vad import FRAME_SECONDS, speech_frames
 from .runs import RunError, load_model_bundle
 
@@ -48,6 +48,8 @@ __all__ = ["load_predictor", "Predictor", "Predictions", "find_model", "audio_fi
 STATUSES = ("ok", "no_speech", "too_short", "error")
 #: Default least speech, in seconds, for a window (and a recording) to be judged.
 MIN_SPEECH_SECONDS = 0.5
+#: Fewer windows than this give a per-speaker model's statistics a warning.
+PER_SPEAKER_WINDOWS = 10
 
 
 def find_model(path: str | Path, fold: int | None = None) -> Path:
@@ -123,9 +125,6 @@ class Predictor:
             raise RunError(f"{source}: weights do not match the architecture ({str(error).splitlines()[0]})") from None
         self.model.eval()
 
-    def _features(self, wave: np.ndarray, sr: int) -> np.ndarray:
-        return self.normalizer.transform(compute_features(wave, sr, self.features)).astype(np.float32)
-
     @torch.no_grad()
     def _probabilities(self, inputs: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
         out = []
@@ -134,41 +133,59 @@ class Predictor:
             out.append(torch.softmax(self.model(x).float(), dim=1).numpy())
         return np.concatenate(out)
 
-    def _analyse_one(self, path: Path, min_speech: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def _windows(self, path: Path, min_speech: float) -> tuple[dict[str, Any], list[dict[str, Any]], list[np.ndarray]]:
+        """A file's row, its windows and their (un-normalised) features; no windows when it cannot be judged."""
         nan = {f"p_{c}": float("nan") for c in self.classes}
         row: dict[str, Any] = {"path": str(path), "status": "error", "emotion": "", **nan, "seconds": float("nan"),
                                "speech_seconds": float("nan"), "windows": 0, "message": ""}
         if path.is_dir():
             row["message"] = f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in this folder"
-            return row, []
+            return row, [], []
         try:
             wave, sr = read_audio(path, self.features.sample_rate)
         except DataError as error:
             row["message"] = str(error).removeprefix(f"{path}: ")
-            return row, []
+            return row, [], []
         seconds = len(wave) / sr
         speech = speech_frames(wave, sr)
         row.update(seconds=seconds, speech_seconds=float(speech.sum()) * FRAME_SECONDS)
         if seconds < min_speech:
             row.update(status="too_short", message=f"{seconds:.2f} s of audio; the least judged is {min_speech:g} s")
-            return row, []
+            return row, [], []
         if not speech.any():
             row.update(status="no_speech", message="no speech found")
-            return row, []
+            return row, [], []
         if row["speech_seconds"] < min_speech:
             row.update(status="too_short",
                        message=f"{row['speech_seconds']:.2f} s of speech; the least judged is {min_speech:g} s")
-            return row, []
+            return row, [], []
 
         length = self.features.clip_seconds
-        starts = _window_starts(seconds, length)
         windows, inputs = [], []
-        for start in starts:
+        for start in _window_starts(seconds, length):
             end = min(seconds, start + length)
             first, last = int(start / FRAME_SECONDS), int(np.ceil(end / FRAME_SECONDS))
             windows.append({"path": str(path), "start": start, "end": end,
                             "speech_seconds": float(speech[first:last].sum()) * FRAME_SECONDS})
-            inputs.append(self._features(wave[int(round(start * sr)):int(round(end * sr))], sr))
+            inputs.append(compute_features(wave[int(round(start * sr)):int(round(end * sr))], sr, self.features))
+        return row, windows, inputs
+
+    def _normalised(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """The windows' features as the model expects them.
+
+        A per-speaker model standardises the windows of all files of the call together, as one
+        speaker's (the statistics of a speaker come from its audio, not from training).
+        """
+        if self.normalizer.kind != "per_speaker":
+            return [self.normalizer.transform(x) for x in inputs]
+        if len(inputs) < PER_SPEAKER_WINDOWS:
+            logger.warning("per-speaker normalisation from %d window(s) only: give the model several recordings "
+                           "of the speaker in one call (its statistics come from them)", len(inputs))
+        return list(standardise_per_speaker(np.stack(inputs), ["speaker"] * len(inputs)))
+
+    def _score(self, row: dict[str, Any], windows: list[dict[str, Any]], inputs: list[np.ndarray],
+               min_speech: float) -> None:
+        """Fill ``row`` and ``windows`` with the scores of the (normalised) ``inputs``."""
         probs = self._probabilities(inputs)
         weights = np.array([w["speech_seconds"] for w in windows])
         used = weights >= min_speech
@@ -180,19 +197,26 @@ class Predictor:
         mean = (probs[used] * weights[used, None]).sum(axis=0) / weights[used].sum()
         row.update(status="ok", emotion=self.classes[int(mean.argmax())], windows=int(used.sum()),
                    **{f"p_{c}": float(v) for c, v in zip(self.classes, mean)})
-        return row, windows
 
     def analyse(self, files: Iterable[str | Path], min_speech: float = MIN_SPEECH_SECONDS,
                 progress: bool = False) -> Predictions:
-        """Score every file (see the module docstring); a file that fails never stops the others."""
+        """Score every file (see the module docstring); a file that fails never stops the others.
+
+        A model trained with per-speaker normalisation takes the files of one call as one speaker.
+        """
         from tqdm.auto import tqdm
 
         if min_speech <= 0:
             raise ValueError(f"min_speech must be > 0 seconds, got {min_speech}")
         files = [Path(f) for f in files]
+        found = [self._windows(path, min_speech)
+                 for path in tqdm(files, desc="predict", unit="file", disable=not progress, leave=False)]
+        inputs = self._normalised([x for _, _, file_inputs in found for x in file_inputs])
         rows, windows = [], []
-        for path in tqdm(files, desc="predict", unit="file", disable=not progress, leave=False):
-            row, file_windows = self._analyse_one(path, min_speech)
+        for row, file_windows, file_inputs in found:
+            if file_windows:
+                self._score(row, file_windows, inputs[:len(file_inputs)], min_speech)
+                inputs = inputs[len(file_inputs):]
             rows.append(row)
             windows.extend(file_windows)
         window_columns = ["path", "start", "end", "speech_seconds", "used", "emotion",

@@ -15,7 +15,9 @@ Feature sets (one vector per utterance, from the whole recording as read from di
   Both need the ``opensmile`` package (``pip install 'ser-nas[opensmile]'``; it ships its binary).
 
 Classifiers: ``logreg`` (logistic regression) and ``svm`` (linear SVM), both class-balanced,
-on features standardised with the training speakers' statistics. The regularisation ``C`` is
+on features standardised with the training speakers' statistics (with ``--features-normalization
+per_speaker``, as for the networks, each speaker is first standardised with its own statistics:
+strategies.data.features.standardise_per_speaker). The regularisation ``C`` is
 chosen on the fold's validation speakers (best validation UA; the smaller ``C`` on ties), the
 classifier is refitted on the training speakers with it and tested once on the test speakers,
 so the test fold steers nothing. A baseline name is ``<feature set>`` (its default classifier:

@@ -113,13 +113,7 @@ def dataset_spec(dataset: Any) -> dict[str, Any] | None:
 
     if not isinstance(dataset, FeatureDataset):
         return None
-    return {
-        "features_path": str(Path(dataset.features_path).resolve()),
-        "rows": [int(r) for r in dataset.rows],
-        "labels": [int(y) for y in dataset.labels.tolist()],
-        "mean": None if dataset.mean is None else [float(v) for v in dataset.mean],
-        "std": None if dataset.std is None else [float(v) for v in dataset.std],
-    }
+    return {**dataset.spec(), "features_path": str(Path(dataset.features_path).resolve())}
 
 
 def search_job(space_config: Any, search: Any, train: Any, train_dataset: Any, val_dataset: Any,

@@ -24,6 +24,7 @@ from strategies.data.features import (
     Normalizer,
     compute_features,
     extract_features,
+    standardise_per_speaker,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -350,3 +351,36 @@ def test_normalizer_round_trip_and_none() -> None:
     assert Normalizer.from_dict(identity.to_dict()).kind == "none"
     constant = np.ones((2, 2, 3), dtype=np.float32)
     assert np.isfinite(Normalizer.fit(constant).transform(constant)).all()
+
+
+def test_per_speaker_standardisation_uses_each_speakers_own_rows_only() -> None:
+    rng = np.random.default_rng(2)
+    a = rng.normal(5.0, 2.0, size=(6, 3, 10)).astype(np.float32)
+    b = rng.normal(-40.0, 9.0, size=(4, 3, 10)).astype(np.float32)
+    features = np.concatenate([a, b])
+    speakers = ["a"] * 6 + ["b"] * 4
+    out = standardise_per_speaker(features, speakers)
+    assert out.dtype == np.float32 and out.shape == features.shape
+    for rows in (slice(0, 6), slice(6, 10)):  # every speaker: mean 0, std 1 per coefficient
+        np.testing.assert_allclose(out[rows].mean(axis=(0, 2)), 0.0, atol=1e-5)
+        np.testing.assert_allclose(out[rows].std(axis=(0, 2)), 1.0, atol=1e-4)
+    np.testing.assert_allclose(out[:6], Normalizer.fit(a).transform(a), atol=1e-5)  # its own statistics
+    other = standardise_per_speaker(np.concatenate([a, b * 3 + 7]), speakers)
+    np.testing.assert_array_equal(other[:6], out[:6])  # another speaker's audio changes nothing
+    vectors = standardise_per_speaker(features.mean(axis=2), speakers)  # utterance vectors (N, dimensions)
+    np.testing.assert_allclose(vectors[6:].mean(axis=0), 0.0, atol=1e-5)
+    assert np.isfinite(standardise_per_speaker(np.ones((2, 2, 3)), ["s", "s"])).all()  # constant: std floored
+    with pytest.raises(ValueError, match="10 feature rows for 3 speakers"):
+        standardise_per_speaker(features, ["a", "b", "c"])
+
+
+def test_a_per_speaker_normalizer_has_no_statistics_and_no_lone_transform() -> None:
+    features = np.random.default_rng(3).normal(size=(4, 2, 5)).astype(np.float32)
+    norm = Normalizer.fit(features, kind="per_speaker")
+    assert norm.kind == "per_speaker" and norm.mean is None and norm.std is None
+    assert Normalizer.from_dict(json.loads(json.dumps(norm.to_dict()))).kind == "per_speaker"
+    with pytest.raises(ValueError, match="standardise_per_speaker"):
+        norm.transform(features)
+    assert FeatureConfig(normalization="per_speaker").key() == FeatureConfig().key()  # the cache is shared
+    with pytest.raises(ValueError, match="per_coefficient, per_speaker, none"):
+        FeatureConfig(normalization="per_utterance")

@@ -7,6 +7,7 @@ synthetic corpus (espeak-ng voices), whose clips are about 1-3 s.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -37,6 +38,18 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("model") / "model.pt"
     return save_model_bundle(path, model.state_dict(), export_architecture(sample, space), CLASSES,
                              features.to_dict(), normalizer.to_dict())
+
+
+@pytest.fixture(scope="module")
+def speaker_model_path(model_path: Path) -> Path:
+    """The same network, trained (as it were) with per-speaker normalisation."""
+    from strategies.runs import load_model_bundle
+
+    bundle = load_model_bundle(model_path)
+    path = model_path.with_name("speaker-model.pt")
+    return save_model_bundle(path, bundle["state_dict"], bundle["architecture"], CLASSES,
+                             dataclasses.replace(FeatureConfig.small(), normalization="per_speaker").to_dict(),
+                             Normalizer(kind="per_speaker").to_dict())
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +161,32 @@ def test_cli_writes_every_row_lists_failures_and_says_some_failed(model_path: Pa
     # all good: exit 0, JSON output
     code = main(["predict", str(model_path), str(good), "--output", str(tmp_path / "out.json"), "--quiet"])
     assert code == 0
+
+
+def test_a_per_speaker_model_standardises_the_calls_windows_together(speaker_model_path: Path, speech,
+                                                                     tmp_path: Path, caplog) -> None:
+    """A model trained with per-speaker normalisation takes the files of a call as one speaker:
+    every window of every judged file standardised with their joint statistics."""
+    import logging
+
+    from strategies.data.features import compute_features, standardise_per_speaker
+
+    wave, sr = speech
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"clip{i}.wav")
+        sf.write(files[-1], wave[i * sr: (i + 4) * sr], sr)
+    sf.write(tmp_path / "silence.wav", np.zeros(3 * sr, dtype=np.float32), sr)  # judged by no one: no window
+    predictor = load_predictor(speaker_model_path)
+    seen = []
+    score = predictor._probabilities
+    predictor._probabilities = lambda inputs: seen.append(np.stack(inputs)) or score(inputs)
+    with caplog.at_level(logging.WARNING, logger="strategies.predict"):
+        result = predictor.analyse([files[0], tmp_path / "silence.wav", *files[1:]])
+    assert list(result.files["status"]) == ["ok", "no_speech", "ok", "ok"]
+    windows = result.windows
+    raw = np.stack([compute_features(read[int(round(start * sr)):int(round(end * sr))], sr, predictor.features)
+                    for path, start, end in zip(windows["path"], windows["start"], windows["end"])
+                    for read in [sf.read(path, dtype="float32")[0]]])
+    np.testing.assert_allclose(np.concatenate(seen), standardise_per_speaker(raw, ["s"] * len(raw)), atol=1e-4)
+    assert len(raw) < 10 and any("per-speaker normalisation from" in r.getMessage() for r in caplog.records)

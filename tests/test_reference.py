@@ -223,3 +223,48 @@ def test_darts_can_search_a_narrower_supernet_than_it_retrains(tmp_path: Path, m
         build_model(arch.sample, arch.config.replace(affine=True)))
     with pytest.raises(ValueError, match="channels must be an even number"):
         SearchConfig(channels=3)
+
+
+def test_per_speaker_normalisation_standardises_every_speaker_by_itself(tmp_path: Path) -> None:
+    """``normalization="per_speaker"``: each speaker (test speaker included) by its own utterances'
+    statistics, in every split, in the retraining's joined split, in a trial's dataset spec, when a
+    run is scored again, and for the reference baselines."""
+    import dataclasses
+
+    import torch
+
+    from ser_space import SpaceConfig
+    from strategies.data.dataset import FeatureDataset
+    from strategies.data.features import standardise_per_speaker
+    from strategies.evaluate import evaluate_run
+    from strategies.evaluator import TrainConfig
+    from strategies.pipeline import _with_val, fold_datasets
+
+    plain = _mini_emodb(tmp_path)
+    data = dataclasses.replace(plain, features=dataclasses.replace(plain.features, normalization="per_speaker"))
+    prepared = prepare_data(data, data_dir=tmp_path / "cache", progress=False)
+    fold = prepared.folds[0]
+    datasets, normalizer = fold_datasets(prepared, fold)
+    assert normalizer.kind == "per_speaker" and normalizer.to_dict()["mean"] is None
+    raw = np.load(prepared.features_path)
+    speakers = prepared.manifest["speaker"].astype(str).to_numpy()
+    for part in ("train", "val", "test"):
+        rows = prepared.rows(getattr(fold, part))
+        x = datasets[part].tensors[0][:, 0].numpy()
+        np.testing.assert_allclose(x, standardise_per_speaker(raw[rows], speakers[rows]), atol=1e-5)
+        for speaker in set(speakers[rows]):
+            own = x[speakers[rows] == speaker]
+            np.testing.assert_allclose(own.mean(axis=(0, 2)), 0.0, atol=1e-4)
+        assert FeatureDataset(**datasets[part].spec()).tensors[0].equal(datasets[part].tensors[0])
+    joined = _with_val(datasets)
+    assert joined.tensors[0].equal(torch.cat([datasets["train"].tensors[0], datasets["val"].tensors[0]]))
+
+    run_dir, _ = run_pipeline(RunConfig(data=data, baseline="cnn", space=SpaceConfig.tiny(), folds=(0,),
+                                        retrain=TrainConfig(max_epochs=1, batch_size=16)),
+                              output_dir=tmp_path / "runs", data_dir=tmp_path / "cache", progress=False)
+    (scored,) = evaluate_run(run_dir, data_dir=tmp_path / "cache")
+    assert scored["test_ua"] == pytest.approx(scored["recorded_test_ua"])  # the test speaker by its own statistics
+
+    run_dir, _ = run_pipeline(RunConfig(data=data, baseline="mfcc_stats", folds=(0,)), output_dir=tmp_path / "ref",
+                              data_dir=tmp_path / "cache", progress=False)
+    assert json.loads((run_dir / "fold-0" / "reference.json").read_text())["normalization"] == "per_speaker"

@@ -3,7 +3,7 @@
 NNI's multi-trial strategies serialise the evaluator, dataloaders and datasets included, and
 rebuild them in each trial. :class:`FeatureDataset` is therefore ``nni.trace``-d and takes
 only plain values: the path of a cached feature array, row numbers, integer labels and the
-fold's normalisation statistics. It loads its rows into memory on first use (a corpus of
+fold's normalisation (statistics, or each row's speaker for per-speaker normalisation). It loads its rows into memory on first use (a corpus of
 5,500 clips at 128 x 128 is 360 MB of float32; a fold is less), so an epoch never touches
 the disk.
 """
@@ -11,11 +11,14 @@ the disk.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import nni
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from .features import standardise_per_speaker
 
 __all__ = ["FeatureDataset"]
 
@@ -34,17 +37,27 @@ class FeatureDataset(Dataset):
         Class index of each row (same length as ``rows``); ``-1`` for unlabelled audio.
     mean, std : sequence of float, optional
         Per-coefficient normalisation fitted on the fold's training rows; identity if omitted.
+    speakers : sequence of str, optional
+        Each row's speaker, for per-speaker normalisation (``FeatureConfig.normalization =
+        "per_speaker"``): every speaker's rows standardised with their own statistics (a split of
+        speaker-independent folds holds all of a speaker's utterances). Excludes ``mean``/``std``.
     """
 
     def __init__(self, features_path: str, rows: Sequence[int], labels: Sequence[int],
-                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 speakers: Sequence[str] | None = None) -> None:
         if len(rows) != len(labels):
             raise ValueError(f"{len(rows)} rows but {len(labels)} labels")
+        if speakers is not None and len(speakers) != len(rows):
+            raise ValueError(f"{len(rows)} rows but {len(speakers)} speakers")
+        if speakers is not None and (mean is not None or std is not None):
+            raise ValueError("per-speaker normalisation (speakers) excludes a fold's mean and std")
         self.features_path = str(features_path)
         self.rows = [int(r) for r in rows]
         self.labels = torch.as_tensor([int(y) for y in labels], dtype=torch.long)
         self.mean = None if mean is None else np.asarray(mean, dtype=np.float32)
         self.std = None if std is None else np.asarray(std, dtype=np.float32)
+        self.speakers = None if speakers is None else [str(s) for s in speakers]
         self._x: torch.Tensor | None = None
 
     def _load(self) -> torch.Tensor:
@@ -53,8 +66,21 @@ class FeatureDataset(Dataset):
             x = np.asarray(array[np.asarray(self.rows, dtype=np.int64)], dtype=np.float32)
             if self.mean is not None and self.std is not None:
                 x = (x - self.mean[None, :, None]) / self.std[None, :, None]
+            if self.speakers is not None:
+                x = standardise_per_speaker(x, self.speakers)
             self._x = torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
         return self._x
+
+    def spec(self) -> dict[str, Any]:
+        """The constructor's arguments as plain values (JSON-able): ``FeatureDataset(**spec())`` is this split."""
+        return {
+            "features_path": self.features_path,
+            "rows": list(self.rows),
+            "labels": [int(y) for y in self.labels.tolist()],
+            "mean": None if self.mean is None else [float(v) for v in self.mean],
+            "std": None if self.std is None else [float(v) for v in self.std],
+            "speakers": None if self.speakers is None else list(self.speakers),
+        }
 
     def __len__(self) -> int:
         return len(self.rows)

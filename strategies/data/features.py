@@ -44,6 +44,7 @@ __all__ = [
     "compute_features",
     "extract_features",
     "file_sha1",
+    "standardise_per_speaker",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ CACHE_FORMAT_VERSION = 1
 
 # Fields of FeatureConfig that do not change the cached (un-normalised) features.
 _NOT_IN_KEY = ("normalization",)
+#: FeatureConfig.normalization's choices (see there).
+NORMALIZATIONS = ("per_coefficient", "per_speaker", "none")
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,10 @@ class FeatureConfig:
     time_pool: int = 4  # max over every time_pool consecutive spectrogram columns (1 = no pooling)
     center: bool = True  # librosa's centred frames (signal padded by n_fft // 2 on both sides)
     db: bool = True  # dB scale (power_to_db, ref 1, top_db 80); MFCC always uses dB
-    normalization: Literal["per_coefficient", "none"] = "per_coefficient"  # per-fold standardisation fitted on training data; not part of key()
+    # per_coefficient: per-fold standardisation fitted on the training speakers; per_speaker: each
+    # speaker standardised with its own utterances' statistics (no labels; the test speaker's
+    # included: transductive); none. Not part of key()
+    normalization: Literal["per_coefficient", "per_speaker", "none"] = "per_coefficient"
 
     def __post_init__(self) -> None:
         if self.kind not in ("mfcc", "logmel"):
@@ -86,8 +92,8 @@ class FeatureConfig:
             raise ValueError(f"pad_policy must be zero_end, repeat or none, got {self.pad_policy!r}")
         if self.crop_policy not in ("start", "center"):
             raise ValueError(f"crop_policy must be start or center, got {self.crop_policy!r}")
-        if self.normalization not in ("per_coefficient", "none"):
-            raise ValueError(f"normalization must be per_coefficient or none, got {self.normalization!r}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be {', '.join(NORMALIZATIONS)}, got {self.normalization!r}")
         if self.sample_rate is not None and self.sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive or None, got {self.sample_rate}")
         if not self.clip_seconds > 0:
@@ -308,22 +314,46 @@ def file_sha1(path: str | Path, chunk_size: int = 1 << 20) -> str:
 
 
 # ---------------------------------------------------------------------- normalisation
+def standardise_per_speaker(features: np.ndarray, speakers: Sequence[str], eps: float = 1e-8) -> np.ndarray:
+    """Each speaker's rows standardised per coefficient with that speaker's own statistics.
+
+    ``features`` is (N, coefficients, frames) (statistics over the speaker's utterances and
+    frames) or (N, dimensions) (over its utterances); ``speakers`` names each row's speaker.
+    Only the features are read, never a label. Returns float32 of the same shape.
+    """
+    x = np.asarray(features, dtype=np.float32)
+    groups = np.asarray(speakers)
+    if groups.shape != (x.shape[0],):
+        raise ValueError(f"{x.shape[0]} feature rows for {groups.size} speakers")
+    axes = (0, *range(2, x.ndim))
+    out = np.empty_like(x)
+    for speaker in np.unique(groups):
+        mask = groups == speaker
+        block = x[mask].astype(np.float64)
+        mean = block.mean(axis=axes, keepdims=True)
+        std = np.maximum(block.std(axis=axes, keepdims=True), eps)
+        out[mask] = (block - mean) / std
+    return out
+
+
 @dataclass(frozen=True, eq=False)
 class Normalizer:
     """Per-coefficient standardisation, fitted on the training utterances of one fold.
 
     ``transform(x) = (x - mean) / std`` with mean and std per coefficient (row), pooled over
     the training utterances and all their frames. ``kind="none"`` is the identity (compat).
+    ``kind="per_speaker"`` holds no statistics: each speaker is standardised with its own
+    (:func:`standardise_per_speaker`), so it has no ``transform`` of a lone utterance.
     """
 
-    kind: Literal["per_coefficient", "none"] = "none"  # standardise per coefficient, or leave features as they are
+    kind: Literal["per_coefficient", "per_speaker", "none"] = "none"  # see FeatureConfig.normalization
     mean: np.ndarray | None = None  # (num_coefficients,) float64 mean over training utterances and frames
     std: np.ndarray | None = None  # (num_coefficients,) float64 std, floored at eps
     eps: float = 1e-8  # floor on std, so constant coefficients do not divide by zero
 
     def __post_init__(self) -> None:
-        if self.kind not in ("per_coefficient", "none"):
-            raise ValueError(f"kind must be per_coefficient or none, got {self.kind!r}")
+        if self.kind not in NORMALIZATIONS:
+            raise ValueError(f"kind must be {', '.join(NORMALIZATIONS)}, got {self.kind!r}")
         if self.kind == "per_coefficient" and (self.mean is None or self.std is None):
             raise ValueError("a per_coefficient Normalizer needs mean and std: use Normalizer.fit")
 
@@ -331,7 +361,7 @@ class Normalizer:
     def fit(
         cls,
         features: np.ndarray,
-        kind: Literal["per_coefficient", "none"] = "per_coefficient",
+        kind: Literal["per_coefficient", "per_speaker", "none"] = "per_coefficient",
         eps: float = 1e-8,
         chunk: int = 256,
     ) -> Normalizer:
@@ -341,15 +371,15 @@ class Normalizer:
         ----------
         features : np.ndarray
             (N, num_coefficients, frames) training utterances (a memmap is read in chunks).
-        kind : {"per_coefficient", "none"}
-            ``"none"`` returns the identity normaliser.
+        kind : {"per_coefficient", "per_speaker", "none"}
+            ``"none"`` returns the identity normaliser, ``"per_speaker"`` the marker (nothing to fit).
         eps : float
             Floor on the standard deviation.
         chunk : int
             Utterances read at a time (bounds memory on memmapped caches).
         """
-        if kind == "none":
-            return cls(kind="none", eps=eps)
+        if kind in ("none", "per_speaker"):
+            return cls(kind=kind, eps=eps)
         if features.ndim != 3 or features.shape[0] == 0:
             raise ValueError(f"fit needs (N, num_coefficients, frames) with N > 0, got {features.shape}")
         total = np.zeros(features.shape[1], dtype=np.float64)
@@ -369,6 +399,9 @@ class Normalizer:
         features = np.asarray(features, dtype=np.float32)
         if self.kind == "none":
             return features
+        if self.kind == "per_speaker":
+            raise ValueError("a per_speaker normaliser standardises a speaker's utterances together: "
+                             "use standardise_per_speaker(features, speakers)")
         mean = self.mean.astype(np.float32)[:, None]
         std = self.std.astype(np.float32)[:, None]
         if features.shape[-2] != mean.shape[0]:
