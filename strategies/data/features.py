@@ -80,10 +80,7 @@ class FeatureConfig:
     time_pool: int = 4  # max over every time_pool consecutive spectrogram columns (1 = no pooling)
     center: bool = True  # librosa's centred frames (signal padded by n_fft // 2 on both sides)
     db: bool = True  # dB scale (power_to_db, ref 1, top_db 80); MFCC always uses dB
-    # per_coefficient: per-fold standardisation fitted on the training speakers; per_speaker: each
-    # speaker standardised with its own utterances' statistics (no labels; the test speaker's
-    # included: transductive); none. Not part of key()
-    normalization: Literal["per_coefficient", "per_speaker", "none"] = "per_coefficient"
+    normalization: Literal["per_coefficient", "per_speaker", "none"] = "per_coefficient"  # per_coefficient: per-fold standardisation fitted on the training speakers; per_speaker: each speaker by its own utterances' statistics, the test speaker's too (no labels; transductive, docs/features.md); not part of key()
 
     def __post_init__(self) -> None:
         if self.kind not in ("mfcc", "logmel"):
