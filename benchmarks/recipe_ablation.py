@@ -222,13 +222,23 @@ def paired_text(diff: dict[str, Any] | None) -> str:
     return f"{diff['mean']:+.3f} [{diff['ci95'][0]:+.3f}, {diff['ci95'][1]:+.3f}], p = {diff['wilcoxon_p']:.2f}"
 
 
-def table(rows: list[dict[str, Any]], base: str = "recipe") -> str:
-    baseline = next((r for r in rows if r["row"] == base), None)
-    lines = [f"| row | seeds | runs | test UA | seed std | test WA | minus {base}, paired over folds: mean [95 % CI], p "
-             "| parameters | minutes |",
+def table(rows: list[dict[str, Any]], base: str = "recipe", twin_suffix: str | None = None) -> str:
+    """The rows as a markdown table, each paired against row ``base`` or, with ``twin_suffix``,
+    each row named ``<name><twin_suffix>`` against row ``<name>`` (the same row without that change)."""
+    by_name = {r["row"]: r for r in rows}
+
+    def base_of(name: str) -> dict[str, Any] | None:
+        if twin_suffix is None:
+            return by_name.get(base) if name != base else None
+        return by_name.get(name.removesuffix(twin_suffix)) if name.endswith(twin_suffix) else None
+
+    against = f"the same row without {twin_suffix}" if twin_suffix else base
+    lines = [f"| row | seeds | runs | test UA | seed std | test WA | minus {against}, paired over folds: mean [95 % CI], "
+             "p | parameters | minutes |",
              "|---|---|---:|---:|---:|---:|---|---:|---:|"]
     for r in rows:
-        diff = paired(r, baseline) if baseline is not None and r is not baseline else None
+        baseline = base_of(r["row"])
+        diff = paired(r, baseline) if baseline is not None else None
         r["paired"] = diff
         text = paired_text(diff)
         lines.append(f"| {r['row']} | {','.join(map(str, r['seeds']))} | {r['runs']} | "
@@ -253,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", default=None, help="where NAME.json goes (default benchmarks/results)")
     parser.add_argument("--base", default="recipe",
                         help="the row the paired differences are taken against (default: recipe)")
+    parser.add_argument("--twin-suffix", default=None, metavar="SUFFIX",
+                        help="pair each row <name>SUFFIX against row <name> instead of against --base "
+                             "(e.g. -speaker-norm: each row's change from per-speaker normalisation)")
     parser.add_argument("--list", action="store_true", help="print the rows and exit")
     args = parser.parse_args(argv)
     if args.list:
@@ -289,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.info("[%d/%d] %s: test UA %.3f ± %.3f (%.1f min); about %.0f min left", number, len(names), name,
                      rows[-1]["test_ua_mean"], rows[-1]["test_ua_std"], rows[-1]["minutes"],
                      elapsed / number * (len(names) - number))
-    print(table(rows, base=args.base))
+    print(table(rows, base=args.base, twin_suffix=args.twin_suffix))
     write_results(args.name, {"machine": machine_info("cpu"), "folds": args.folds, "rows": rows},
                   out_dir=args.out_dir)
     return 0

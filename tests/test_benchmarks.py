@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -268,6 +269,28 @@ def test_recipe_ablation_paired_difference() -> None:
     assert diff["folds"] == 3 and diff["mean"] == pytest.approx(0.1)
     assert diff["ci95"][0] < 0.1 < diff["ci95"][1]
     assert module.paired({"per_fold_ua": {"5": {"7": 0.1}}}, base) is None
+
+
+def test_recipe_ablation_table_pairs_each_row_with_its_twin() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("recipe_ablation", BENCH / "recipe_ablation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def row(name: str, *ua: float) -> dict:
+        return {"row": name, "seeds": [0], "runs": len(ua), "test_ua_mean": float(np.mean(ua)), "test_ua_std": 0.0,
+                "test_ua_seed_std": 0.0, "test_wa_mean": 0.5, "test_wa_std": 0.0, "parameters": 1, "minutes": 1.0,
+                "per_fold_ua": {"0": {str(f): u for f, u in enumerate(ua)}}}
+
+    rows = [row("a", 0.5, 0.6, 0.7), row("a-norm", 0.6, 0.7, 0.9), row("b", 0.2, 0.3, 0.4), row("b-norm", 0.1, 0.2, 0.3),
+            row("c-norm", 0.9, 0.9, 0.9)]
+    text = module.table(rows, twin_suffix="-norm")
+    assert "minus the same row without -norm" in text
+    assert rows[1]["paired"]["mean"] == pytest.approx(0.4 / 3) and rows[3]["paired"]["mean"] == pytest.approx(-0.1)
+    assert rows[0]["paired"] is None and rows[4]["paired"] is None  # no twin: nothing to pair
+    module.table(rows, base="b")
+    assert rows[0]["paired"]["mean"] == pytest.approx(0.3) and rows[2]["paired"] is None
 
 
 def test_recipe_ablation_retraining_rows_reuse_the_searched_architectures(tmp_path: Path) -> None:
