@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from .data.dataset import FeatureDataset
 from .data.prepare import PreparedData, prepare_data
 from .evaluator import evaluate_model
-from .pipeline import RunConfig
+from .pipeline import RunConfig, split_dataset
 from .predict import Predictor
 from .reference import is_reference
 from .runs import RunError, load_model_bundle, read_json
@@ -54,7 +54,6 @@ def finished_folds(run: Path) -> list[Path]:
 def fold_models(run: Path, prepared: PreparedData) -> Iterator[tuple[int, dict[str, Any], Predictor, FeatureDataset]]:
     """Per finished fold of ``run``: (fold index, recorded metrics, saved network, its test split
     normalised as the network expects), checked against ``prepared``."""
-    labels = prepared.labels
     for folder in finished_folds(run):
         recorded = read_json(folder / "metrics.json")
         index = int(recorded["fold"])
@@ -64,11 +63,5 @@ def fold_models(run: Path, prepared: PreparedData) -> Iterator[tuple[int, dict[s
         if list(predictor.classes) != list(prepared.classes):
             raise RunError(f"{folder / 'model.pt'}: classes {predictor.classes} differ from the data's "
                            f"{list(prepared.classes)}")
-        norm = predictor.normalizer
-        rows = prepared.rows(prepared.folds[index].test)
-        speakers = prepared.manifest["speaker"].astype(str).to_numpy()[rows].tolist()
-        dataset = FeatureDataset(str(prepared.features_path), rows.tolist(), labels[rows].tolist(),
-                                 None if norm.mean is None else [float(v) for v in norm.mean],
-                                 None if norm.std is None else [float(v) for v in norm.std],
-                                 speakers=speakers if norm.kind == "per_speaker" else None)
+        dataset = split_dataset(prepared, prepared.rows(prepared.folds[index].test), predictor.normalizer)
         yield index, recorded, predictor, dataset

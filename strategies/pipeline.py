@@ -147,20 +147,19 @@ def fold_datasets(prepared: PreparedData, fold: Fold) -> tuple[dict[str, Feature
     is standardised with its own utterances' statistics instead: no labels are read, but the
     test speaker's audio is (transductive; docs/features.md).
     """
-    features = prepared.features()
-    labels = prepared.labels
     rows = {part: prepared.rows(getattr(fold, part)) for part in ("train", "val", "test")}
-    kind = prepared.config.features.normalization
-    normalizer = Normalizer.fit(features[rows["train"]], kind=kind)
-    mean = None if normalizer.mean is None else [float(v) for v in normalizer.mean]
-    std = None if normalizer.std is None else [float(v) for v in normalizer.std]
-    speakers = prepared.manifest["speaker"].astype(str).to_numpy()
-    datasets = {
-        part: FeatureDataset(str(prepared.features_path), r.tolist(), labels[r].tolist(), mean, std,
-                             speakers=speakers[r].tolist() if kind == "per_speaker" else None)
-        for part, r in rows.items()
-    }
-    return datasets, normalizer
+    normalizer = Normalizer.fit(prepared.features()[rows["train"]], kind=prepared.config.features.normalization)
+    return {part: split_dataset(prepared, r, normalizer) for part, r in rows.items()}, normalizer
+
+
+def split_dataset(prepared: PreparedData, rows: np.ndarray, normalizer: Normalizer) -> FeatureDataset:
+    """Rows ``rows`` of ``prepared`` as a dataset, normalised as ``normalizer`` says (a
+    ``per_speaker`` one: each speaker with its own statistics)."""
+    speakers = prepared.manifest["speaker"].astype(str).to_numpy()[rows].tolist()
+    return FeatureDataset(str(prepared.features_path), rows.tolist(), prepared.labels[rows].tolist(),
+                          None if normalizer.mean is None else [float(v) for v in normalizer.mean],
+                          None if normalizer.std is None else [float(v) for v in normalizer.std],
+                          speakers=speakers if normalizer.kind == "per_speaker" else None)
 
 
 class _KeepBest(pl.Callback):

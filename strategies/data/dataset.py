@@ -3,9 +3,9 @@
 NNI's multi-trial strategies serialise the evaluator, dataloaders and datasets included, and
 rebuild them in each trial. :class:`FeatureDataset` is therefore ``nni.trace``-d and takes
 only plain values: the path of a cached feature array, row numbers, integer labels and the
-fold's normalisation (statistics, or each row's speaker for per-speaker normalisation). It loads its rows into memory on first use (a corpus of
-5,500 clips at 128 x 128 is 360 MB of float32; a fold is less), so an epoch never touches
-the disk.
+fold's normalisation (statistics, or each row's speaker for per-speaker normalisation). It
+loads its rows into memory on first use (a corpus of 5,500 clips at 128 x 128 is 360 MB of
+float32; a fold is less), so an epoch never touches the disk.
 """
 
 from __future__ import annotations
