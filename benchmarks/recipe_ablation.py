@@ -98,7 +98,7 @@ ROWS: dict[str, dict[str, Any]] = {
         "mfcc_stats", "mfcc_stats:svm", "egemaps", "egemaps:logreg", "compare2016", "compare2016:logreg")},
     # per-speaker normalisation: every speaker (the test speaker too) standardised with its own
     # utterances' statistics, no labels read (transductive); the networks and the references alike
-    "speaker-norm": {"features": {"normalization": "per_speaker"}},
+    "recipe-speaker-norm": {"features": {"normalization": "per_speaker"}},
     "wide-speaker-norm": {"features": {"normalization": "per_speaker"},
                           "space": {"channels": REAL_SPEECH.space.channels * 2}},
     "cnn_lstm-speaker-norm": {"baseline": "cnn_lstm", "features": {"normalization": "per_speaker"}},
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the row the paired differences are taken against (default: recipe)")
     parser.add_argument("--twin-suffix", default=None, metavar="SUFFIX",
                         help="pair each row <name>SUFFIX against row <name> instead of against --base "
-                             "(e.g. -speaker-norm: each row's change from per-speaker normalisation)")
+                             "(e.g. --twin-suffix=-speaker-norm: each row's change from per-speaker normalisation)")
     parser.add_argument("--list", action="store_true", help="print the rows and exit")
     args = parser.parse_args(argv)
     if args.list:
