@@ -170,18 +170,19 @@ class Predictor:
             inputs.append(compute_features(wave[int(round(start * sr)):int(round(end * sr))], sr, self.features))
         return row, windows, inputs
 
-    def _normalised(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """The windows' features as the model expects them.
-
-        A per-speaker model standardises the windows of all files of the call together, as one
-        speaker's (the statistics of a speaker come from its audio, not from training).
-        """
-        if self.normalizer.kind != "per_speaker":
-            return [self.normalizer.transform(x) for x in inputs]
+    def _score_as_one_speaker(self, found: list[tuple[dict[str, Any], list[dict[str, Any]], list[np.ndarray]]],
+                              min_speech: float) -> None:
+        """Score the files ``found`` (row, windows, features) of a per-speaker model: the windows of
+        all of them standardised together, as one speaker's (a speaker's statistics come from its audio)."""
+        inputs = [x for _, _, file_inputs in found for x in file_inputs]
         if len(inputs) < PER_SPEAKER_WINDOWS:
             logger.warning("per-speaker normalisation from %d window(s) only: give the model several recordings "
                            "of the speaker in one call (its statistics come from them)", len(inputs))
-        return list(standardise_per_speaker(np.stack(inputs), ["speaker"] * len(inputs)))
+        inputs = list(standardise_per_speaker(np.stack(inputs), ["speaker"] * len(inputs)))
+        start = 0
+        for row, windows, file_inputs in found:
+            self._score(row, windows, inputs[start:start + len(file_inputs)], min_speech)
+            start += len(file_inputs)
 
     def _score(self, row: dict[str, Any], windows: list[dict[str, Any]], inputs: list[np.ndarray],
                min_speech: float) -> None:
@@ -209,16 +210,18 @@ class Predictor:
         if min_speech <= 0:
             raise ValueError(f"min_speech must be > 0 seconds, got {min_speech}")
         files = [Path(f) for f in files]
-        found = [self._windows(path, min_speech)
-                 for path in tqdm(files, desc="predict", unit="file", disable=not progress, leave=False)]
-        inputs = self._normalised([x for _, _, file_inputs in found for x in file_inputs])
-        rows, windows = [], []
-        for row, file_windows, file_inputs in found:
-            if file_windows:
-                self._score(row, file_windows, inputs[:len(file_inputs)], min_speech)
-                inputs = inputs[len(file_inputs):]
+        per_speaker = self.normalizer.kind == "per_speaker"
+        rows, windows, pending = [], [], []
+        for path in tqdm(files, desc="predict", unit="file", disable=not progress, leave=False):
+            row, file_windows, inputs = self._windows(path, min_speech)
+            if file_windows and per_speaker:  # scored once every file's windows are known
+                pending.append((row, file_windows, inputs))
+            elif file_windows:
+                self._score(row, file_windows, [self.normalizer.transform(x) for x in inputs], min_speech)
             rows.append(row)
             windows.extend(file_windows)
+        if pending:
+            self._score_as_one_speaker(pending, min_speech)
         window_columns = ["path", "start", "end", "speech_seconds", "used", "emotion",
                           *(f"p_{c}" for c in self.classes)]
         return Predictions(pd.DataFrame(rows, columns=["path", "status", "emotion",

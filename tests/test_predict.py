@@ -190,3 +190,5 @@ def test_a_per_speaker_model_standardises_the_calls_windows_together(speaker_mod
                     for read in [sf.read(path, dtype="float32")[0]]])
     np.testing.assert_allclose(np.concatenate(seen), standardise_per_speaker(raw, ["s"] * len(raw)), atol=1e-4)
     assert len(raw) < 10 and any("per-speaker normalisation from" in r.getMessage() for r in caplog.records)
+    nothing = predictor.analyse([tmp_path / "silence.wav", tmp_path / "missing.wav"])  # no window to standardise
+    assert list(nothing.files["status"]) == ["no_speech", "error"] and nothing.windows.empty
