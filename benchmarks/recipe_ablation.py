@@ -81,6 +81,9 @@ ROWS: dict[str, dict[str, Any]] = {
                             "retrain": {"max_epochs": REAL_SPEECH.retrain.max_epochs * 2}},
     "darts-weight-averaging": {"architectures_from": "darts", "retrain": {"average_last": 0.25}},
     "darts-plain-rnn": {"strategy": "darts", "space": {"seq_residual": False}},
+    # row darts's cells retrained at the wide CNN's width (C = 16): DARTS against the wide CNN at
+    # the same width, as row darts against row recipe (ser_space.config.RESIZABLE_FIELDS)
+    "darts-wide": {"architectures_from": "darts", "space": {"channels": REAL_SPEECH.space.channels * 2}},
     # the other strategies under the same budget: one-shot ones 10 supernet epochs, random search
     # strategies.search.equal_budget of it (4 trials of 5 epochs, the same passes over the data)
     "enas": {"strategy": "enas"},
@@ -103,6 +106,8 @@ ROWS: dict[str, dict[str, Any]] = {
                           "space": {"channels": REAL_SPEECH.space.channels * 2}},
     "cnn_lstm-speaker-norm": {"baseline": "cnn_lstm", "features": {"normalization": "per_speaker"}},
     "darts-speaker-norm": {"strategy": "darts", "features": {"normalization": "per_speaker"}},
+    "darts-wide-speaker-norm": {"architectures_from": "darts-speaker-norm", "features": {"normalization": "per_speaker"},
+                                "space": {"channels": REAL_SPEECH.space.channels * 2}},
     **{f"ref-{name}-speaker-norm": {"baseline": name, "features": {"normalization": "per_speaker"}} for name in (
         "mfcc_stats", "egemaps", "egemaps:logreg", "compare2016", "compare2016:logreg")},
 }

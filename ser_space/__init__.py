@@ -25,7 +25,7 @@ from .arch import (
     validate_architecture,
 )
 from . import fast
-from .config import PAPER_CNN_OPS, SEQ_OP_SETS, SeqOpSet, SpaceConfig
+from .config import PAPER_CNN_OPS, RESIZABLE_FIELDS, SEQ_OP_SETS, SeqOpSet, SpaceConfig
 from .draw import draw_cells
 from .ops import CNN_OPS, POOL_OPS, SEQ_OPS
 from .space import SERSpace, as_config, choice_labels, set_drop_path_prob
@@ -37,6 +37,7 @@ __all__ = [
     "ArchitectureError",
     "CNN_OPS",
     "PAPER_CNN_OPS",
+    "RESIZABLE_FIELDS",
     "POOL_OPS",
     "SEQ_OPS",
     "SEQ_OP_SETS",

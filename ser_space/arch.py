@@ -34,7 +34,7 @@ from nni.nas.space import model_context
 import torch
 from torch import nn
 
-from .config import SpaceConfig
+from .config import RESIZABLE_FIELDS, SpaceConfig
 from .space import SERSpace, as_config
 
 __all__ = [
@@ -224,7 +224,8 @@ def write_atomically(path: str | os.PathLike[str], write: Any) -> Path:
     return path
 
 
-def parse_architecture(document: Any, expected_config: SpaceConfig | None = None) -> Architecture:
+def parse_architecture(document: Any, expected_config: SpaceConfig | None = None,
+                       resize: bool = False) -> Architecture:
     """An :class:`Architecture` from a parsed JSON document, fully validated.
 
     Parameters
@@ -233,6 +234,10 @@ def parse_architecture(document: Any, expected_config: SpaceConfig | None = None
         The decoded JSON.
     expected_config
         When given, the document's ``space_config`` must equal it.
+    resize
+        With ``expected_config``: the two may differ in the fields of
+        :data:`~ser_space.config.RESIZABLE_FIELDS` (width and dropout), for retraining the
+        architecture at ``expected_config``'s; every other field must still be equal.
     """
     if not isinstance(document, dict):
         raise ArchitectureError(f"expected a JSON object, got {type(document).__name__}")
@@ -249,10 +254,12 @@ def parse_architecture(document: Any, expected_config: SpaceConfig | None = None
         config = SpaceConfig.from_dict(document.get("space_config"))
     except (ValueError, TypeError) as error:
         raise ArchitectureError(f"bad space_config: {error}") from None
-    if expected_config is not None and config != expected_config:
+    if expected_config is not None:
         diffs = [f"{f.name} (file {getattr(config, f.name)!r}, expected {getattr(expected_config, f.name)!r})"
-                 for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(expected_config, f.name)]
-        raise ArchitectureError(f"space_config differs from the expected one: {', '.join(diffs)}")
+                 for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(expected_config, f.name)
+                 and not (resize and f.name in RESIZABLE_FIELDS)]
+        if diffs:
+            raise ArchitectureError(f"space_config differs from the expected one: {', '.join(diffs)}")
     meta = document.get("meta", {})
     if not isinstance(meta, dict):
         raise ArchitectureError(f"meta must be an object, got {type(meta).__name__}")
@@ -260,8 +267,10 @@ def parse_architecture(document: Any, expected_config: SpaceConfig | None = None
     return Architecture(config=config, sample=sample, meta=meta)
 
 
-def load_architecture(path: str | os.PathLike[str], expected_config: SpaceConfig | None = None) -> Architecture:
-    """Read and validate an architecture file.
+def load_architecture(path: str | os.PathLike[str], expected_config: SpaceConfig | None = None,
+                      resize: bool = False) -> Architecture:
+    """Read and validate an architecture file (``expected_config``, ``resize``: see
+    :func:`parse_architecture`).
 
     Raises
     ------
@@ -279,7 +288,7 @@ def load_architecture(path: str | os.PathLike[str], expected_config: SpaceConfig
     except json.JSONDecodeError as error:
         raise ArchitectureError(f"{path}: not JSON ({error})") from None
     try:
-        return parse_architecture(document, expected_config)
+        return parse_architecture(document, expected_config, resize)
     except ArchitectureError as error:
         raise ArchitectureError(f"{path}: {error}") from None
 

@@ -14,7 +14,7 @@ from typing import Any, Literal, NamedTuple, get_args
 
 from .ops import CNN_OPS, POOL_OPS, SEQ_OPS
 
-__all__ = ["SpaceConfig", "SeqOpSet", "SEQ_OP_SETS", "PAPER_CNN_OPS"]
+__all__ = ["SpaceConfig", "SeqOpSet", "SEQ_OP_SETS", "PAPER_CNN_OPS", "RESIZABLE_FIELDS"]
 
 _logger = logging.getLogger(__name__)
 
@@ -37,6 +37,11 @@ class SeqOpSet(NamedTuple):
 _LSTM = ("lstm_1", "lstm_2", "lstm_3", "lstm_4")
 _RNN = ("rnn_1", "rnn_2", "rnn_3", "rnn_4")
 _TAIL = ("skip_connect", "none")
+
+# SpaceConfig fields that set how wide a network is and how it is regularised, not which choices
+# it has or what they mean: an architecture found at one setting of them is a point of the space
+# at any other (DARTS searches a narrow supernet and retrains the cells at full width)
+RESIZABLE_FIELDS: tuple[str, ...] = ("channels", "hidden_size", "dropout", "cell_dropout", "drop_path_prob")
 
 SEQ_OP_SETS: dict[str, SeqOpSet] = {
     # The authors' op-set names (emoDARTS ablation). Their "_att" ops were a bidirectional

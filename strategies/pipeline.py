@@ -285,7 +285,7 @@ def _architecture_for(config: RunConfig, space: SpaceConfig, source: Path | None
     """The fold's architecture: read from ``source`` (see :func:`_architecture_file`), the
     baseline's, or searched."""
     if source is not None:
-        return load_architecture(source, expected_config=space).sample, None
+        return load_architecture(source, expected_config=space, resize=True).sample, None
     if config.baseline:
         return hand_designed_architecture(config.baseline, space), None
     # the search may run a narrower supernet (search.channels); the choices do not depend on the
@@ -522,7 +522,7 @@ def run_pipeline(config: RunConfig, output_dir: str | Path = "runs", data_dir: s
     folds = _select_folds(prepared, config.folds)
     if config.architecture:
         for fold in folds:
-            load_architecture(_architecture_file(config, fold), expected_config=space)
+            load_architecture(_architecture_file(config, fold), expected_config=space, resize=True)
     if resume is None:
         run_dir = new_run_dir(output_dir, f"{config.data.dataset}-{config.method}")
         write_json(run_dir / "config.json", config.to_dict())

@@ -14,6 +14,7 @@ from ser_space import (
     ARCH_VERSION,
     Architecture,
     ArchitectureError,
+    RESIZABLE_FIELDS,
     SERSpace,
     SpaceConfig,
     build_model,
@@ -147,6 +148,23 @@ def test_config_mismatch_names_the_fields(tmp_path: Path) -> None:
     expected = TINY.replace(num_classes=6, dropout=0.1)
     with pytest.raises(ArchitectureError, match=r"num_classes \(file 4, expected 6\), dropout"):
         load_architecture(path, expected_config=expected)
+
+
+def test_an_architecture_loads_at_another_width_only_when_asked(tmp_path: Path) -> None:
+    path = save_architecture(tmp_path / "arch.json", random_architecture(TINY, seed=0), TINY)
+    wider = TINY.replace(channels=TINY.channels * 2, hidden_size=TINY.hidden_size * 2, dropout=0.1, cell_dropout=0.0,
+                         drop_path_prob=0.2)
+    assert set(RESIZABLE_FIELDS) == {"channels", "hidden_size", "dropout", "cell_dropout", "drop_path_prob"}
+    arch = load_architecture(path, expected_config=wider, resize=True)
+    assert arch.config == TINY
+    assert build_model(arch.sample, wider) is not None
+    with pytest.raises(ArchitectureError, match=r"channels \(file"):
+        load_architecture(path, expected_config=wider)
+    # a field that sets the choices or their meaning may not differ even so
+    with pytest.raises(ArchitectureError, match=r"space_config differs.*: num_nodes \(file"):
+        load_architecture(path, expected_config=wider.replace(num_nodes=3), resize=True)
+    with pytest.raises(ArchitectureError, match="cnn_ops"):
+        load_architecture(path, expected_config=TINY.replace(cnn_ops=tuple(reversed(TINY.cnn_ops))), resize=True)
 
 
 def test_architecture_of_another_space_is_rejected() -> None:

@@ -309,6 +309,11 @@ def test_recipe_ablation_retraining_rows_reuse_the_searched_architectures(tmp_pa
     assert config.method == "file" and darts.architecture is None and darts.method == "darts"
     assert config.retrain.max_epochs == 2 * darts.retrain.max_epochs and config.retrain.seed == 2
     assert config.space == darts.space
+    # the searched cells at the wide CNN's width, under the protocol of the run they come from
+    wide = module.row_config("darts-wide-speaker-norm", root, None, 1, tmp_path / "runs")
+    assert wide.architecture == str(tmp_path / "runs" / "darts-speaker-norm-seed1") and wide.method == "file"
+    assert wide.space == module.row_config("wide", root, None, 1, tmp_path / "runs").space != darts.space
+    assert wide.data.features.normalization == "per_speaker"
 
 
 def test_learning_curves_average_each_rows_runs_per_epoch(tmp_path: Path) -> None:

@@ -216,6 +216,19 @@ def test_retrain_a_run_folder_retrains_each_folds_architecture(baseline_run: Pat
     assert retrained["meta"]["source"] == str(baseline_run / "fold-0" / "architecture.json")
     assert json.loads((run / "config.json").read_text())["architecture"] == str(baseline_run)
 
+    # the same cells at twice the width (a width field may differ from the run's, no choice may)
+    channels = source["space_config"]["channels"]
+    wide_out = tmp_path / "wide"
+    code, _, err = run_cli(capsys, "retrain", str(baseline_run), "--space-channels", str(2 * channels),
+                           "--retrain-max-epochs", "1", "--output", str(wide_out), "--quiet")
+    assert code == 0, err
+    (wide,) = list(wide_out.iterdir())
+    resized = json.loads((wide / "fold-0" / "architecture.json").read_text())
+    assert resized["architecture"] == source["architecture"]
+    assert resized["space_config"]["channels"] == 2 * channels
+    parameters = [json.loads((folder / "fold-0" / "metrics.json").read_text())["parameters"] for folder in (run, wide)]
+    assert parameters[1] > 2 * parameters[0]
+
     # a fold the run has not finished, or a run whose fold tested other speakers (its search may
     # have seen this fold's test speakers): one line, nothing written
     empty = tmp_path / "nothing"
