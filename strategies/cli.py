@@ -167,9 +167,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (options: {self.prog} --help)\n")
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" to a flag's help unless the help already says its default or X is None
+    (then the help says what happens without it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or action.default is None:
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ser-nas", description=__doc__.splitlines()[0],
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                     formatter_class=_DefaultsFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = sub.add_parser("data", help="corpus preparation")
@@ -439,7 +450,7 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Run every strategy x seed x fold with equal search budgets, retrain each found "
                     "architecture with the same settings, test it, and write a report (results.csv, "
                     "table.md, table.csv, figures) into one comparison folder.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_DefaultsFormatter)
     parser.add_argument("--strategies", default=",".join(defaults.strategies),
                         help="registered strategies, comma separated")
     parser.add_argument("--seeds", default="1",
