@@ -4,8 +4,12 @@ Two measurements, each a whole ``ser-nas`` command run in a fresh process, one a
 (nothing else should run on the machine):
 
 1. a small comparison on the synthetic corpus (DARTS and Random, 2 folds, the tiny space)
-   with ``--jobs 1``, ``--jobs 2`` and ``--jobs 2 --dispatch trials``: wall-clock and the
-   mean seconds per run (``--retrain-epochs`` sets the runs' length);
+   with ``--jobs 1``, ``--jobs 1 --threads 1``, ``--jobs 2`` and ``--jobs 2 --dispatch
+   trials``: wall-clock and the mean seconds per run (``--retrain-epochs`` sets the runs'
+   length). The one-thread row splits what ``--jobs 2`` can gain: a run on one thread alone
+   against two threads (how much the second thread helps one run) and beside another run
+   (what two runs cost each other); ``ceiling`` = 2 x the two-thread run's seconds / the
+   seconds of a run beside another, the speed-up ``--jobs 2`` would reach with no start-up;
 2. a Random search of 4 local trials at ``--trial-concurrency`` 1 and 2, with the thread rule
    (each trial gets the search's threads / concurrency) and without it (``--threads`` set to
    the cores x concurrency, so each of the concurrent trials takes every core, as before).
@@ -67,13 +71,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-parallel-") as tmp:
         _run(["data", "prepare", "--quiet"])  # the synthetic corpus and features, outside the timings
         compare = [*COMPARE, "--retrain-max-epochs", str(args.retrain_epochs)]
-        for jobs, extra in ((1, []), (2, []), (2, ["--dispatch", "trials"])):
-            output = Path(tmp) / f"compare-jobs{jobs}{'-trials' if extra else ''}"
+        for jobs, extra in ((1, []), (1, ["--threads", "1"]), (2, []), (2, ["--dispatch", "trials"])):
+            output = Path(tmp) / f"compare-jobs{jobs}{''.join(extra).replace('-', '')}"
             seconds = _run([*compare, "--jobs", str(jobs), *extra, "--output", str(output)])
             rows.append({"what": f"compare, 4 runs of {args.retrain_epochs} retraining epochs, --jobs {jobs}"
-                                 f"{' --dispatch trials' if extra else ''}", "wall_seconds": seconds,
-                         "per_run_seconds": _per_run_seconds(output), "threads_each": cores // jobs})
+                                 f"{' ' + ' '.join(extra) if extra else ''}", "wall_seconds": seconds,
+                         "per_run_seconds": _per_run_seconds(output),
+                         "threads_each": 1 if "--threads" in extra else cores // jobs})
             print(rows[-1], flush=True)
+        one, alone, two = rows[0], rows[1], rows[2]
+        speed = {"jobs2_speedup": one["wall_seconds"] / two["wall_seconds"],
+                 "second_thread_speedup_of_a_run": alone["per_run_seconds"] / one["per_run_seconds"],
+                 "slowdown_beside_another_run": two["per_run_seconds"] / alone["per_run_seconds"],
+                 "ceiling": 2 * one["per_run_seconds"] / two["per_run_seconds"]}
+        print(speed, flush=True)
         for concurrency, rule in (() if args.compare_only else ((1, True), (2, True), (2, False))):
             threads = cores if rule else cores * concurrency  # off: each concurrent trial takes every core
             seconds = _run([*TRIALS, "--trial-concurrency", str(concurrency), "--threads", str(threads),
@@ -86,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         per_run = f"{row['per_run_seconds']:.0f}" if "per_run_seconds" in row else ""
         print(f"| {row['what']} | {row['threads_each']} | {row['wall_seconds']:.0f} | {per_run} |")
-    write_results(args.name, {"machine": machine_info("cpu"), "retrain_epochs": args.retrain_epochs, "rows": rows},
+    print("\n" + ", ".join(f"{key} {value:.2f}" for key, value in speed.items()))
+    write_results(args.name, {"machine": machine_info("cpu"), "retrain_epochs": args.retrain_epochs, "rows": rows,
+                              **speed},
                   out_dir=args.out_dir)
     return 0
 
