@@ -68,7 +68,6 @@ print("classes:", prepared.classes, "| folds:", len(prepared.folds))
 """),
     ("md", "## 2. Search with DARTS, retrain, test (one fold)"),
     ("code", """
-from strategies.evaluator import TrainConfig
 from strategies.pipeline import RunConfig, run_pipeline
 from strategies.search import SearchConfig
 
