@@ -134,7 +134,7 @@ def row_config(name: str, root: str, folds: tuple[int, ...] | None, seed: int, o
     search = base.search.replace(seed=seed, strategy=changes.get("strategy", "darts"), **changes.get("search", {}))
     if get_strategy(search.strategy).kind == "multi":
         search = equal_budget(search)
-    return dataclasses.replace(base, data=dataclasses.replace(base.data, features=features), space=space,
+    return dataclasses.replace(base.seeded(seed), data=dataclasses.replace(base.data, features=features), space=space,
                                retrain=retrain.replace(seed=seed),
                                search=search,
                                folds=folds,

@@ -9,6 +9,10 @@ searched supernet, a retrained architecture and a hand-designed network:
 - **SpecAugment masks** (Park et al., 2019): ``freq_masks`` bands of up to
   ``freq_mask_width`` coefficients and ``time_masks`` spans of up to ``time_mask_width``
   frames set to 0, the per-fold mean of normalised features;
+- **gain**: each utterance made louder or quieter by up to ``gain_db`` dB, drawn uniformly:
+  its features move by the drawn gain times the split's ``level``, how the normalised features
+  move per dB (:func:`strategies.data.features.gain_level`; a recording level a new speaker
+  may come with);
 - **mixup** (Zhang et al., 2018): pairs of utterances mixed with a weight drawn from
   Beta(``mixup_alpha``, ``mixup_alpha``); the loss mixes the two targets' losses with the
   same weight.
@@ -47,6 +51,7 @@ class Augmentation:
     time_masks: int = 0  # SpecAugment time masks per utterance
     time_mask_width: int = 20  # widest time mask, in frames
     mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixing weight; 0 = no mixup
+    gain_db: float = 0.0  # largest gain, in dB, either way (needs the split's level)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.time_shift <= 1.0:
@@ -56,6 +61,8 @@ class Augmentation:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.mixup_alpha < 0:
             raise ValueError(f"mixup_alpha must be >= 0, got {self.mixup_alpha}")
+        if self.gain_db < 0:
+            raise ValueError(f"gain_db must be >= 0, got {self.gain_db}")
 
     @classmethod
     def from_config(cls, config: Any) -> Augmentation:
@@ -65,13 +72,18 @@ class Augmentation:
     @property
     def active(self) -> bool:
         return bool(self.time_shift or (self.freq_masks and self.freq_mask_width)
-                    or (self.time_masks and self.time_mask_width) or self.mixup_alpha)
+                    or (self.time_masks and self.time_mask_width) or self.mixup_alpha or self.gain_db)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> Mixed:
-        """The augmented batch (a new tensor; ``x`` is not changed)."""
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, level: torch.Tensor | None = None) -> Mixed:
+        """The augmented batch (a new tensor; ``x`` is not changed).
+
+        ``level`` (coefficients,): how ``x`` moves per dB of gain; without it there is no gain.
+        """
         if not self.active:
             return Mixed(x, y, y, 1.0)
         # every step below is out of place, so the caller's batch is never written to
+        if self.gain_db and level is not None:
+            x = _gain(x, self.gain_db, level)
         if self.time_shift:
             x = _roll_time(x, self.time_shift)
         if self.freq_masks and self.freq_mask_width:
@@ -84,6 +96,14 @@ class Augmentation:
             order = torch.randperm(len(x), device=x.device)
             return Mixed(weight * x + (1.0 - weight) * x[order], y, y[order], weight)
         return Mixed(x, y, y, 1.0)
+
+
+def _gain(x: torch.Tensor, most_db: float, level: torch.Tensor) -> torch.Tensor:
+    if level.shape != (x.shape[-2],):
+        raise ValueError(f"gain level has {tuple(level.shape)} entries for {x.shape[-2]} coefficients")
+    gains = (torch.rand(x.shape[0], device=x.device) * 2.0 - 1.0) * most_db  # (B,) in dB
+    shape = [x.shape[0]] + [1] * (x.dim() - 1)
+    return x + gains.view(shape).to(x.dtype) * level.to(x.device, x.dtype)[:, None]
 
 
 def _roll_time(x: torch.Tensor, fraction: float) -> torch.Tensor:

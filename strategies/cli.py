@@ -311,6 +311,10 @@ def _run_config(args: argparse.Namespace, search: bool = True) -> Any:
     if not args.config and search:
         # the CLI shows one-shot searches in the NNI web UI unless --no-webui (the library default is off)
         base = dataclasses.replace(base, search=base.search.replace(webui=True))
+    if search and hasattr(args, "seed"):
+        # --seed seeds the whole run, the search and both trainings; --search-train-seed and
+        # --retrain-seed (applied below) still override their training's seed
+        base = base.seeded(args.seed)
     space = _space_preset(args.space) if args.space else base.space
     if args.seq_op_set:
         space = space.with_seq_op_set(args.seq_op_set)

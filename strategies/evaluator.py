@@ -52,6 +52,7 @@ class TrainConfig:
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"  # weight optimizer (adamw: decoupled weight decay)
     learning_rate: float = 0.025  # initial weight learning rate
     learning_rate_min: float = 0.001  # cosine schedule floor, reached at the last epoch
+    lr_warmup_epochs: int = 0  # epochs of linear learning-rate warm-up before the cosine schedule (0 = none)
     momentum: float = 0.9  # SGD momentum (ignored by Adam)
     weight_decay: float = 3e-4  # L2 penalty on the weights
     gradient_clip: float | None = 5.0  # max gradient norm; None disables clipping
@@ -63,6 +64,7 @@ class TrainConfig:
     time_masks: int = 0  # augmentation: SpecAugment time masks per utterance
     time_mask_width: int = 20  # augmentation: widest time mask, in frames
     mixup_alpha: float = 0.0  # augmentation: mixup weight ~ Beta(alpha, alpha); 0 = off
+    gain_db: float = 0.0  # augmentation: each utterance louder or quieter by up to this many dB, its features moved as a gain moves them (nothing to do under per-utterance normalisation); 0 = off
     drop_path_prob: float = 0.0  # final drop-path probability, ramped from 0 over training (retraining)
     model_selection: Literal["best", "last"] = "best"  # keep the epoch with the best validation UA, or the last
     train_on_val: bool = False  # retraining: train on the validation speakers too (needs model_selection "last")
@@ -72,7 +74,7 @@ class TrainConfig:
     strategy: str = "auto"  # Lightning Trainer strategy, e.g. "ddp", "ddp_spawn" (not with one-shot searches)
     precision: str = "32-true"  # Lightning precision, e.g. "16-mixed" or "bf16-mixed" on GPU
     num_workers: int = 0  # DataLoader worker processes (features are in memory: 0 is usually fastest)
-    seed: int = 2  # seed of weights, batch order and sampling
+    seed: int = 2  # seed of this training's weights, batch order and augmentation (ser-nas search --seed sets it too)
 
     def __post_init__(self) -> None:
         if self.max_epochs < 1:
@@ -81,6 +83,9 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.learning_rate <= 0 or self.learning_rate_min < 0:
             raise ValueError("learning rates must be positive")
+        if isinstance(self.lr_warmup_epochs, bool) or not isinstance(self.lr_warmup_epochs, int) \
+                or not 0 <= self.lr_warmup_epochs < self.max_epochs:
+            raise ValueError(f"lr_warmup_epochs must be an int in [0, max_epochs), got {self.lr_warmup_epochs!r}")
         if self.optimizer not in ("sgd", "adam", "adamw"):
             raise ValueError(f"optimizer must be 'sgd', 'adam' or 'adamw', got {self.optimizer!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -203,7 +208,8 @@ class SERModule(LightningModule):
                  optimizer: str = "sgd", learning_rate: float = 0.025, learning_rate_min: float = 0.001,
                  momentum: float = 0.9, weight_decay: float = 3e-4, max_epochs: int = 50,
                  drop_path_prob: float = 0.0, model_selection: str = "best", label_smoothing: float = 0.0,
-                 augmentation: dict[str, Any] | None = None) -> None:
+                 augmentation: dict[str, Any] | None = None, lr_warmup_epochs: int = 0,
+                 level: Sequence[float] | None = None) -> None:
         super().__init__()
         self.num_classes = int(num_classes)
         self.optimizer_name = optimizer
@@ -216,6 +222,13 @@ class SERModule(LightningModule):
         self.model_selection = model_selection
         self.label_smoothing = float(label_smoothing)
         self.augmentation = Augmentation(**(augmentation or {}))
+        self.lr_warmup_epochs = int(lr_warmup_epochs)
+        # how the features move per dB of gain (gain augmentation): the training split's level
+        self.register_buffer("gain_level", None if level is None else torch.tensor(list(level), dtype=torch.float32),
+                             persistent=False)
+        if self.augmentation.gain_db and level is None:
+            logger.info("gain augmentation off: the training features have no gain level (per-utterance "
+                        "normalisation removes a gain, and linear-power features are scaled by it)")
         weights = None if class_weights is None else torch.tensor(list(class_weights), dtype=torch.float32)
         self.register_buffer("class_weight", weights, persistent=False)
         self.history: list[dict[str, Any]] = []  # one entry per validation epoch
@@ -224,15 +237,18 @@ class SERModule(LightningModule):
         self._train_loss: list[float] = []
 
     @classmethod
-    def from_config(cls, config: TrainConfig, num_classes: int,
-                    train_labels: Sequence[int] | None = None) -> SERModule:
+    def from_config(cls, config: TrainConfig, num_classes: int, train_labels: Sequence[int] | None = None,
+                    level: Sequence[float] | None = None) -> SERModule:
+        """The module of ``config``; ``train_labels`` give the class weights, ``level`` the training
+        split's gain level (``FeatureDataset.level``, for gain augmentation)."""
         weights = class_weights(train_labels, num_classes) if config.class_weighted and train_labels is not None else None
         return cls(num_classes=num_classes, class_weights=weights, optimizer=config.optimizer,
                    learning_rate=config.learning_rate, learning_rate_min=config.learning_rate_min,
                    momentum=config.momentum, weight_decay=config.weight_decay,
                    max_epochs=config.max_epochs, drop_path_prob=config.drop_path_prob,
                    model_selection=config.model_selection, label_smoothing=config.label_smoothing,
-                   augmentation=asdict(Augmentation.from_config(config)))
+                   augmentation=asdict(Augmentation.from_config(config)), lr_warmup_epochs=config.lr_warmup_epochs,
+                   level=level)
 
     def set_model(self, model: nn.Module) -> None:
         """Set the network to train (NNI's hook), with the fast path's forwards while it trains
@@ -264,7 +280,7 @@ class SERModule(LightningModule):
         x, y = batch
         # augmented on the fly (strategies.augment); DARTS's architecture steps come here too,
         # so alphas see the same kind of batches as the weights
-        mixed = self.augmentation(x, y)
+        mixed = self.augmentation(x, y, self.gain_level)
         logits = self(mixed.x)
         loss = self.loss(logits, mixed.y_a, self.label_smoothing)
         if mixed.weight < 1.0:
@@ -349,9 +365,23 @@ class SERModule(LightningModule):
         else:
             optimizer = torch.optim.SGD(params, lr=self.learning_rate, momentum=self.momentum,
                                         weight_decay=self.weight_decay)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(self.max_epochs, 1),
-                                                               eta_min=self.learning_rate_min)
+        if self.lr_warmup_epochs:
+            scheduler: Any = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(
+                self.lr_warmup_epochs, self.max_epochs, self.learning_rate_min / self.learning_rate))
+        else:
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(self.max_epochs, 1),
+                                                                   eta_min=self.learning_rate_min)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+def _warmup_cosine(warmup: int, epochs: int, floor: float) -> Any:
+    """Learning-rate factor of epoch ``e``: a linear ramp over ``warmup`` epochs, then the cosine
+    schedule from 1 to ``floor`` over the rest (``CosineAnnealingLR``'s curve)."""
+    def factor(epoch: int) -> float:
+        if epoch < warmup:
+            return (epoch + 1) / (warmup + 1)
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup) / max(1, epochs - warmup)))
+    return factor
 
 
 def _nni_metric(entry: dict[str, Any]) -> dict[str, float]:

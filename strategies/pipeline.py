@@ -24,6 +24,7 @@ skips finished folds and redoes the rest.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import shutil
@@ -42,7 +43,7 @@ from ser_space import (SpaceConfig, build_model, count_parameters, draw_cells, e
 from . import compat
 from .baselines import BASELINES, hand_designed_architecture
 from .data.dataset import FeatureDataset
-from .data.features import Normalizer, standardise_per_speaker
+from .data.features import Normalizer, gain_level, standardise_per_speaker
 from .data.folds import Fold
 from .data.prepare import DataConfig, PreparedData, prepare_data
 from .evaluator import SERModule, TrainConfig, evaluate_model, make_lightning
@@ -120,6 +121,12 @@ class RunConfig:
             architecture=data.get("architecture"),
         )
 
+    def seeded(self, seed: int) -> RunConfig:
+        """A copy with one seed for the whole run: the search and both trainings (``ser-nas --seed``)."""
+        return dataclasses.replace(self, search=self.search.replace(seed=seed),
+                                   search_train=self.search_train.replace(seed=seed),
+                                   retrain=self.retrain.replace(seed=seed))
+
     @property
     def method(self) -> str:
         """What produced the architecture: a strategy name, ``baseline-<name>`` or ``file``."""
@@ -145,21 +152,31 @@ def fold_datasets(prepared: PreparedData, fold: Fold) -> tuple[dict[str, Feature
 
     With ``normalization = "per_speaker"`` every speaker (the validation and test speakers too)
     is standardised with its own utterances' statistics instead: no labels are read, but the
-    test speaker's audio is (transductive; docs/features.md).
+    test speaker's audio is (transductive; docs/features.md). With ``"per_utterance"`` every
+    utterance is standardised with its own. The training split carries its gain level
+    (:func:`~strategies.data.features.gain_level`) for gain augmentation.
     """
     rows = {part: prepared.rows(getattr(fold, part)) for part in ("train", "val", "test")}
-    normalizer = Normalizer.fit(prepared.features()[rows["train"]], kind=prepared.config.features.normalization)
-    return {part: split_dataset(prepared, r, normalizer) for part, r in rows.items()}, normalizer
+    train_features = prepared.features()[rows["train"]]
+    normalizer = Normalizer.fit(train_features, kind=prepared.config.features.normalization)
+    datasets = {part: split_dataset(prepared, r, normalizer) for part, r in rows.items()}
+    level = gain_level(prepared.config.features, normalizer, train_features, datasets["train"].speakers
+                       or prepared.manifest["speaker"].astype(str).to_numpy()[rows["train"]].tolist())
+    if level is not None:
+        datasets["train"].level = [float(v) for v in level]
+    return datasets, normalizer
 
 
 def split_dataset(prepared: PreparedData, rows: np.ndarray, normalizer: Normalizer) -> FeatureDataset:
     """Rows ``rows`` of ``prepared`` as a dataset, normalised as ``normalizer`` says (a
-    ``per_speaker`` one: each speaker with its own statistics)."""
+    ``per_speaker`` one: each speaker with its own statistics; a ``per_utterance`` one: each
+    utterance with its own)."""
     speakers = prepared.manifest["speaker"].astype(str).to_numpy()[rows].tolist()
     return FeatureDataset(str(prepared.features_path), rows.tolist(), prepared.labels[rows].tolist(),
                           None if normalizer.mean is None else [float(v) for v in normalizer.mean],
                           None if normalizer.std is None else [float(v) for v in normalizer.std],
-                          speakers=speakers if normalizer.kind == "per_speaker" else None)
+                          speakers=speakers if normalizer.kind == "per_speaker" else None,
+                          per_utterance=normalizer.kind == "per_utterance")
 
 
 class _KeepBest(pl.Callback):
@@ -224,7 +241,8 @@ def train_model(model: torch.nn.Module, config: TrainConfig, train_dataset: Feat
 
     ``progress`` names the epoch bar (shown inside :func:`strategies.progress.shown`)."""
     pl.seed_everything(config.seed, workers=True)
-    module = SERModule.from_config(config, num_classes, train_dataset.labels.tolist())
+    module = SERModule.from_config(config, num_classes, train_dataset.labels.tolist(),
+                                   level=getattr(train_dataset, "level", None))
     keep = _KeepBest(module)
     callbacks: list[pl.Callback] = [keep]
     if config.average_last:

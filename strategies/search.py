@@ -66,7 +66,7 @@ class SearchConfig:
     port: int = 0  # NNI web UI port; 0 = a free port
     webui_host: str | None = None  # where the NNI manager listens: None = 127.0.0.1 (or what remote trials need); 0.0.0.0 = every interface, unauthenticated
     webui: bool = False  # one-shot: run the search as a trial of an NNI experiment, shown in the web UI (CLI: on)
-    seed: int = 2  # seeds weights, batch order, and sampling
+    seed: int = 2  # seed of the run: the search (supernet weights, batch order, sampling) and, on the command line, both trainings too unless --search-train-seed or --retrain-seed says otherwise
 
     def __post_init__(self) -> None:
         get_strategy(self.strategy)
@@ -197,10 +197,14 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
     pl.seed_everything(search.seed, workers=True)  # before the space: its weights are initialised now
     space = SERSpace(space_config.to_dict())
     strategy = spec.build(search)
+    if train.seed != search.seed:
+        # --search-train-seed overrides the run's seed for the weight training: its batch order,
+        # augmentation and (multi-trial) each trial's initial weights
+        pl.seed_everything(train.seed, workers=True)
 
     if spec.kind == "oneshot":
-        config = train.replace(max_epochs=search.epochs, seed=search.seed)
-        module = SERModule.from_config(config, num_classes, train_labels)
+        config = train.replace(max_epochs=search.epochs)
+        module = SERModule.from_config(config, num_classes, train_labels, level=getattr(train_dataset, "level", None))
         # one loader for the callback, built like the evaluator's validation loader
         from torch.utils.data import DataLoader
 
@@ -232,8 +236,8 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
         result = SearchResult(spec.name, validate_architecture(chosen, space_config), history,
                               time.perf_counter() - started, last_architecture=last, best_architecture=best)
     else:
-        config = train.replace(max_epochs=search.trial_epochs, seed=search.seed)
-        module = SERModule.from_config(config, num_classes, train_labels)
+        config = train.replace(max_epochs=search.trial_epochs)
+        module = SERModule.from_config(config, num_classes, train_labels, level=getattr(train_dataset, "level", None))
         evaluator = make_lightning(module, config, train_dataset, val_dataset, **(trainer_kwargs or {}))
         experiment = NasExperiment(space, evaluator, strategy)
         experiment.config.max_trial_number = search.trials
@@ -241,7 +245,7 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
         experiment.config.experiment_name = experiment_name or f"ser-nas {spec.name} {workdir.resolve()}"
         # local trials share this process's cores: trial_concurrency at once (strategies.threads)
         local = search.training_service == "local" and not search.training_service_config
-        compat.configure_experiment(experiment, seed=search.seed,
+        compat.configure_experiment(experiment, seed=train.seed,
                                     threads=fair_share(search.trial_concurrency, torch.get_num_threads())
                                     if local else None)
         # local / remote / pass-through service, concurrency, GPUs per trial (after compat: trial Python)

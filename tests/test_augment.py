@@ -57,8 +57,45 @@ def test_mixup_is_a_convex_pair_with_the_larger_weight_first() -> None:
     assert [int(y[j]) for j in partner] == mixed.y_b.tolist()
 
 
+def test_gain_moves_each_utterance_along_the_level_within_the_bound() -> None:
+    x, y = _batch(n=64)
+    level = torch.linspace(0.5, 2.0, 16)
+    out = Augmentation(gain_db=3.0)(x, y, level).x
+    shift = (out - x)[:, 0]  # (B, F, T): per utterance, a gain times the level, the same in every frame
+    gains = shift[:, :, 0] / level  # (B, F)
+    assert torch.allclose(shift, shift[:, :, :1].expand_as(shift), atol=1e-5)
+    assert torch.allclose(gains, gains[:, :1].expand_as(gains), atol=1e-4)
+    assert gains.abs().max() <= 3.0 + 1e-4 and gains[:, 0].std() > 0.5  # drawn per utterance, within +-3 dB
+    # without a level (per-utterance normalisation) there is nothing to move
+    assert torch.equal(Augmentation(gain_db=3.0)(x, y).x, x)
+    with pytest.raises(ValueError, match="gain level"):
+        Augmentation(gain_db=3.0)(x, y, torch.ones(5))
+
+
+def test_learning_rate_warms_up_linearly_then_follows_the_cosine() -> None:
+    def rates(config: TrainConfig) -> list[float]:
+        module = SERModule.from_config(config, 3)
+        module.set_model(torch.nn.Linear(4, 3))
+        optimizers = module.configure_optimizers()
+        optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
+        out = []
+        for _ in range(config.max_epochs):
+            out.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    plain = rates(TrainConfig(max_epochs=10, learning_rate=1.0, learning_rate_min=0.0))
+    warm = rates(TrainConfig(max_epochs=13, learning_rate=1.0, learning_rate_min=0.0, lr_warmup_epochs=3))
+    assert warm[:3] == pytest.approx([0.25, 0.5, 0.75])  # the ramp, then the plain schedule over the rest
+    assert warm[3:] == pytest.approx(plain, abs=1e-6)
+    with pytest.raises(ValueError, match="lr_warmup_epochs"):
+        TrainConfig(max_epochs=3, lr_warmup_epochs=3)
+
+
 @pytest.mark.parametrize("field,value", [("time_shift", 1.5), ("freq_masks", -1), ("mixup_alpha", -0.1),
-                                         ("label_smoothing", 1.0), ("optimizer", "rmsprop")])
+                                         ("label_smoothing", 1.0), ("optimizer", "rmsprop"), ("gain_db", -1.0),
+                                         ("lr_warmup_epochs", -1)])
 def test_bad_recipe_values_are_refused(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field if field != "optimizer" else "optimizer"):
         TrainConfig(**{field: value})

@@ -328,6 +328,33 @@ def test_search_help_shows_each_recipes_defaults(capsys) -> None:
     assert "weight optimizer (adamw: decoupled weight decay) (default: synthetic adam; real speech adamw)" in out
 
 
+def test_one_seed_seeds_the_whole_run(tmp_path: Path, capsys) -> None:
+    # --seed seeds the search and both trainings (a baseline's training too): one seed twice trains
+    # identically, two seeds differently; --retrain-seed still overrides the retraining's
+    from strategies.runs import load_model_bundle
+
+    runs = {}
+    for name, flags in (("a", ("--seed", "0")), ("b", ("--seed", "0")), ("c", ("--seed", "1")),
+                        ("d", ("--seed", "1", "--retrain-seed", "0"))):
+        out = tmp_path / name
+        code, _, err = run_cli(capsys, "search", "--baseline", "cnn", "--retrain-max-epochs", "1", *flags,
+                               "--output", str(out), "--quiet")
+        assert code == 0, err
+        (runs[name],) = list(out.iterdir())
+    seeds = {name: {part: json.loads((run / "config.json").read_text())[part]["seed"]
+                    for part in ("search", "search_train", "retrain")} for name, run in runs.items()}
+    assert seeds["a"] == {"search": 0, "search_train": 0, "retrain": 0}
+    assert seeds["c"] == {"search": 1, "search_train": 1, "retrain": 1}
+    assert seeds["d"] == {"search": 1, "search_train": 1, "retrain": 0}
+    weights = {name: load_model_bundle(run / "fold-0" / "model.pt")["state_dict"] for name, run in runs.items()}
+
+    def same(x: str, y: str) -> bool:
+        return all(weights[x][key].equal(weights[y][key]) for key in weights[x])
+
+    assert same("a", "b") and same("a", "d")  # the retraining follows its seed, nothing else
+    assert not same("a", "c")
+
+
 def test_retrain_on_the_validation_speakers_too(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     # --retrain-train-on-val: the retraining sees the training and the validation speakers'
     # utterances (never the test fold's), keeps the last epoch, and says so in the metrics

@@ -24,7 +24,9 @@ from strategies.data.features import (
     Normalizer,
     compute_features,
     extract_features,
+    gain_level,
     standardise_per_speaker,
+    standardise_per_utterance,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -382,5 +384,52 @@ def test_a_per_speaker_normalizer_has_no_statistics_and_no_lone_transform() -> N
     with pytest.raises(ValueError, match="standardise_per_speaker"):
         norm.transform(features)
     assert FeatureConfig(normalization="per_speaker").key() == FeatureConfig().key()  # the cache is shared
-    with pytest.raises(ValueError, match="per_coefficient, per_speaker, none"):
-        FeatureConfig(normalization="per_utterance")
+    with pytest.raises(ValueError, match="per_coefficient, per_speaker, per_utterance, none"):
+        FeatureConfig(normalization="per_file")
+
+
+def test_per_utterance_normalisation_uses_each_clip_alone_and_removes_a_gain(tmp_path: Path) -> None:
+    from strategies.data.dataset import FeatureDataset
+
+    rng = np.random.default_rng(5)
+    features = (rng.normal(size=(6, 4, 30)) * rng.uniform(1, 9, size=(6, 4, 1)) + 40).astype(np.float32)
+    out = standardise_per_utterance(features)
+    assert np.allclose(out.mean(axis=-1), 0, atol=1e-5) and np.allclose(out.std(axis=-1), 1, atol=1e-4)
+    # row by row: nothing of the other utterances is read; a gain (a constant per row) is gone
+    assert np.allclose(out[2], standardise_per_utterance(features[2]), atol=1e-6)
+    assert np.allclose(standardise_per_utterance(features + rng.normal(size=(6, 1, 1)) * 6), out, atol=1e-4)
+    norm = Normalizer.fit(features, kind="per_utterance")
+    assert norm.mean is None and np.allclose(norm.transform(features[0]), out[0], atol=1e-6)
+    assert Normalizer.from_dict(json.loads(json.dumps(norm.to_dict()))).kind == "per_utterance"
+    path = tmp_path / "f.npy"
+    np.save(path, features)
+    dataset = FeatureDataset(str(path), [4, 1], [0, 1], per_utterance=True)
+    assert np.allclose(dataset.tensors[0][:, 0].numpy(), out[[4, 1]], atol=1e-6)
+    assert FeatureDataset(**dataset.spec()).per_utterance
+    with pytest.raises(ValueError, match="per-utterance"):
+        FeatureDataset(str(path), [0], [0], mean=[0.0] * 4, std=[1.0] * 4, per_utterance=True)
+
+
+@pytest.mark.parametrize("config", [FeatureConfig.speech(2.0), FeatureConfig.small()], ids=["logmel", "mfcc"])
+def test_a_louder_clip_moves_the_features_along_the_gain_direction(config: FeatureConfig) -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(16000 * 2) / 16000
+    wave = (0.1 * np.sin(2 * np.pi * 220 * t * (1 + 0.2 * t)) + 0.02 * rng.normal(size=t.size)).astype(np.float32)
+    quiet = compute_features(wave, 16000, config)
+    loud = compute_features(wave * 10 ** (6 / 20), 16000, config)  # 6 dB louder
+    expected = 6.0 * config.gain_direction()
+    assert np.allclose((loud - quiet).mean(axis=1), expected, atol=0.05)
+    assert FeatureConfig(kind="logmel", db=False).gain_direction() is None
+
+
+def test_gain_level_is_the_direction_over_the_normalisations_scale() -> None:
+    rng = np.random.default_rng(1)
+    config = dataclasses.replace(FeatureConfig.speech(2.0), n_mels=3)
+    train = (rng.normal(size=(8, 3, 20)) * np.array([1.0, 2.0, 4.0])[None, :, None]).astype(np.float32)
+    fold = Normalizer.fit(train)
+    assert np.allclose(gain_level(config, fold, train), 1.0 / fold.std)
+    assert np.allclose(gain_level(config, Normalizer.fit(train, "none"), train), 1.0)
+    assert gain_level(config, Normalizer.fit(train, "per_utterance"), train) is None
+    speakers = ["a"] * 4 + ["b"] * 4
+    expected = 1.0 / np.mean([train[:4].std(axis=(0, 2)), train[4:].std(axis=(0, 2))], axis=0)
+    assert np.allclose(gain_level(config, Normalizer.fit(train, "per_speaker"), train, speakers), expected)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .features import standardise_per_speaker
+from .features import standardise_per_speaker, standardise_per_utterance
 
 __all__ = ["FeatureDataset"]
 
@@ -41,23 +41,35 @@ class FeatureDataset(Dataset):
         Each row's speaker, for per-speaker normalisation (``FeatureConfig.normalization =
         "per_speaker"``): every speaker's rows standardised with their own statistics (a split of
         speaker-independent folds holds all of a speaker's utterances). Excludes ``mean``/``std``.
+    per_utterance : bool
+        Each row standardised per coefficient with its own statistics over its frames
+        (``FeatureConfig.normalization = "per_utterance"``). Excludes the other normalisations.
+    level : sequence of float, optional
+        Per coefficient, how this split's normalised features move when the audio is 1 dB
+        louder (:meth:`~strategies.data.features.FeatureConfig.gain_direction` over the
+        normalisation's scale): what gain augmentation adds (``TrainConfig.gain_db``).
     """
 
     def __init__(self, features_path: str, rows: Sequence[int], labels: Sequence[int],
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 speakers: Sequence[str] | None = None) -> None:
+                 speakers: Sequence[str] | None = None, per_utterance: bool = False,
+                 level: Sequence[float] | None = None) -> None:
         if len(rows) != len(labels):
             raise ValueError(f"{len(rows)} rows but {len(labels)} labels")
         if speakers is not None and len(speakers) != len(rows):
             raise ValueError(f"{len(rows)} rows but {len(speakers)} speakers")
         if speakers is not None and (mean is not None or std is not None):
             raise ValueError("per-speaker normalisation (speakers) excludes a fold's mean and std")
+        if per_utterance and (speakers is not None or mean is not None or std is not None):
+            raise ValueError("per-utterance normalisation excludes a fold's mean and std and per-speaker statistics")
         self.features_path = str(features_path)
         self.rows = [int(r) for r in rows]
         self.labels = torch.as_tensor([int(y) for y in labels], dtype=torch.long)
         self.mean = None if mean is None else np.asarray(mean, dtype=np.float32)
         self.std = None if std is None else np.asarray(std, dtype=np.float32)
         self.speakers = None if speakers is None else [str(s) for s in speakers]
+        self.per_utterance = bool(per_utterance)
+        self.level = None if level is None else [float(v) for v in level]
         self._x: torch.Tensor | None = None
 
     def _load(self) -> torch.Tensor:
@@ -68,6 +80,8 @@ class FeatureDataset(Dataset):
                 x = (x - self.mean[None, :, None]) / self.std[None, :, None]
             if self.speakers is not None:
                 x = standardise_per_speaker(x, self.speakers)
+            if self.per_utterance:
+                x = standardise_per_utterance(x)
             self._x = torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
         return self._x
 
@@ -80,6 +94,8 @@ class FeatureDataset(Dataset):
             "mean": None if self.mean is None else [float(v) for v in self.mean],
             "std": None if self.std is None else [float(v) for v in self.std],
             "speakers": None if self.speakers is None else list(self.speakers),
+            "per_utterance": self.per_utterance,
+            "level": None if self.level is None else list(self.level),
         }
 
     def __len__(self) -> int:

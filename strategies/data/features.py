@@ -45,6 +45,8 @@ __all__ = [
     "extract_features",
     "file_sha1",
     "standardise_per_speaker",
+    "standardise_per_utterance",
+    "gain_level",
 ]
 
 logger = logging.getLogger(__name__)
@@ -55,7 +57,7 @@ CACHE_FORMAT_VERSION = 1
 # Fields of FeatureConfig that do not change the cached (un-normalised) features.
 _NOT_IN_KEY = ("normalization",)
 #: FeatureConfig.normalization's choices (see there).
-NORMALIZATIONS = ("per_coefficient", "per_speaker", "none")
+NORMALIZATIONS = ("per_coefficient", "per_speaker", "per_utterance", "none")
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ class FeatureConfig:
     time_pool: int = 4  # max over every time_pool consecutive spectrogram columns (1 = no pooling)
     center: bool = True  # librosa's centred frames (signal padded by n_fft // 2 on both sides)
     db: bool = True  # dB scale (power_to_db, ref 1, top_db 80); MFCC always uses dB
-    normalization: Literal["per_coefficient", "per_speaker", "none"] = "per_coefficient"  # per_coefficient: per-fold standardisation fitted on the training speakers; per_speaker: each speaker by its own utterances' statistics, the test speaker's too (no labels; transductive, docs/features.md); not part of key()
+    normalization: Literal["per_coefficient", "per_speaker", "per_utterance", "none"] = "per_coefficient"  # per_coefficient: per-fold standardisation fitted on the training speakers; per_speaker: each speaker by its own utterances' statistics, the test speaker's too (no labels; transductive, docs/features.md); per_utterance: each clip by its own statistics over its frames (removes the recording level); not part of key()
 
     def __post_init__(self) -> None:
         if self.kind not in ("mfcc", "logmel"):
@@ -172,6 +174,20 @@ class FeatureConfig:
         return presets[name]()
 
     # ------------------------------------------------------------------ derived values
+    def gain_direction(self) -> np.ndarray | None:
+        """How each coefficient moves when the audio is 1 dB louder (before normalisation), or None.
+
+        A gain adds the same number of dB to every mel band: log-mel in dB moves by 1 per dB in
+        every row; MFCC (the orthonormal DCT-II of the dB bands) only in coefficient 0, by
+        ``sqrt(n_mels)``. Linear-power log-mel (``db=False``) is scaled, not shifted: None.
+        The ``top_db`` floor moves with the loudest bin, so it shifts alike.
+        """
+        if self.kind == "mfcc":
+            direction = np.zeros(self.n_mfcc)
+            direction[0] = np.sqrt(self.n_mels)
+            return direction
+        return np.ones(self.n_mels) if self.db else None
+
     @property
     def num_coefficients(self) -> int:
         """Rows of the output matrix: n_mfcc for MFCC, n_mels for log-mel."""
@@ -333,6 +349,22 @@ def standardise_per_speaker(features: np.ndarray, speakers: Sequence[str], eps: 
     return out
 
 
+def standardise_per_utterance(features: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """Each utterance standardised per coefficient with its own statistics over its frames.
+
+    ``features`` is (coefficients, frames) or (N, coefficients, frames). A gain (a constant
+    added to every frame of a coefficient) is removed, and nothing but the utterance itself is
+    read. Returns float32 of the same shape.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim not in (2, 3):
+        raise ValueError(f"per-utterance standardisation needs (coefficients, frames) or (N, coefficients, frames), "
+                         f"got shape {x.shape}")
+    mean = x.mean(axis=-1, keepdims=True)
+    std = np.maximum(x.std(axis=-1, keepdims=True), eps)
+    return ((x - mean) / std).astype(np.float32)
+
+
 @dataclass(frozen=True, eq=False)
 class Normalizer:
     """Per-coefficient standardisation, fitted on the training utterances of one fold.
@@ -341,9 +373,11 @@ class Normalizer:
     the training utterances and all their frames. ``kind="none"`` is the identity (compat).
     ``kind="per_speaker"`` holds no statistics: each speaker is standardised with its own
     (:func:`standardise_per_speaker`), so it has no ``transform`` of a lone utterance.
+    ``kind="per_utterance"`` holds none either: ``transform`` standardises each utterance with
+    its own statistics (:func:`standardise_per_utterance`).
     """
 
-    kind: Literal["per_coefficient", "per_speaker", "none"] = "none"  # see FeatureConfig.normalization
+    kind: Literal["per_coefficient", "per_speaker", "per_utterance", "none"] = "none"  # see FeatureConfig.normalization
     mean: np.ndarray | None = None  # (num_coefficients,) float64 mean over training utterances and frames
     std: np.ndarray | None = None  # (num_coefficients,) float64 std, floored at eps
     eps: float = 1e-8  # floor on std, so constant coefficients do not divide by zero
@@ -358,7 +392,7 @@ class Normalizer:
     def fit(
         cls,
         features: np.ndarray,
-        kind: Literal["per_coefficient", "per_speaker", "none"] = "per_coefficient",
+        kind: Literal["per_coefficient", "per_speaker", "per_utterance", "none"] = "per_coefficient",
         eps: float = 1e-8,
         chunk: int = 256,
     ) -> Normalizer:
@@ -368,14 +402,15 @@ class Normalizer:
         ----------
         features : np.ndarray
             (N, num_coefficients, frames) training utterances (a memmap is read in chunks).
-        kind : {"per_coefficient", "per_speaker", "none"}
-            ``"none"`` returns the identity normaliser, ``"per_speaker"`` the marker (nothing to fit).
+        kind : {"per_coefficient", "per_speaker", "per_utterance", "none"}
+            ``"none"`` returns the identity normaliser, ``"per_speaker"`` and ``"per_utterance"``
+            their markers (nothing to fit).
         eps : float
             Floor on the standard deviation.
         chunk : int
             Utterances read at a time (bounds memory on memmapped caches).
         """
-        if kind in ("none", "per_speaker"):
+        if kind in ("none", "per_speaker", "per_utterance"):
             return cls(kind=kind, eps=eps)
         if features.ndim != 3 or features.shape[0] == 0:
             raise ValueError(f"fit needs (N, num_coefficients, frames) with N > 0, got {features.shape}")
@@ -396,6 +431,8 @@ class Normalizer:
         features = np.asarray(features, dtype=np.float32)
         if self.kind == "none":
             return features
+        if self.kind == "per_utterance":
+            return standardise_per_utterance(features, self.eps)
         if self.kind == "per_speaker":
             raise ValueError("a per_speaker normaliser standardises a speaker's utterances together: "
                              "use standardise_per_speaker(features, speakers)")
@@ -427,6 +464,32 @@ class Normalizer:
             std=None if std is None else np.asarray(std, dtype=np.float64),
             eps=float(values.get("eps", 1e-8)),
         )
+
+
+def gain_level(config: FeatureConfig, normalizer: Normalizer, train_features: np.ndarray,
+               train_speakers: Sequence[str] | None = None) -> np.ndarray | None:
+    """Per coefficient, how the *normalised* training features move when the audio is 1 dB louder.
+
+    :meth:`FeatureConfig.gain_direction` over the normalisation's scale: the fold's standard
+    deviations (``per_coefficient``), none (``none``), or the mean of the training speakers' own
+    (``per_speaker``: each speaker has its own scale; their mean stands for all of them). None
+    where a gain leaves the features unchanged (``per_utterance`` removes it) or is no shift
+    (linear-power features). Gain augmentation (``TrainConfig.gain_db``) adds it times the
+    drawn gain.
+    """
+    direction = config.gain_direction()
+    if direction is None or normalizer.kind == "per_utterance":
+        return None
+    if normalizer.kind == "none":
+        return direction
+    if normalizer.kind == "per_coefficient":
+        return direction / normalizer.std
+    if train_speakers is None:
+        raise ValueError("the gain level of per-speaker normalised features needs the training speakers")
+    groups = np.asarray(train_speakers)
+    stds = [np.maximum(np.asarray(train_features[groups == speaker], dtype=np.float64).std(axis=(0, 2)),
+                       normalizer.eps) for speaker in np.unique(groups)]
+    return direction / np.mean(stds, axis=0)
 
 
 # ---------------------------------------------------------------------- feature sets and cache
