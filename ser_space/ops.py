@@ -299,6 +299,8 @@ CNN_OPS: dict[str, CnnOpFactory] = {
     "skip_connect": lambda channels, stride, affine: (
         Identity() if stride == 1 else FactorizedReduce(channels, channels, affine=affine)),
     "sep_conv_3x3": lambda channels, stride, affine: SepConv(channels, channels, 3, stride, 1, affine=affine),
+    # A plain (full, not separable) 3x3 convolution: ReLU -> Conv 3x3 -> BN, the layer of a plain CNN.
+    "conv_3x3": lambda channels, stride, affine: ReLUConvBN(channels, channels, 3, stride, 1, affine=affine),
     "sep_conv_5x5": lambda channels, stride, affine: SepConv(channels, channels, 5, stride, 2, affine=affine),
     # Dilation 2: receptive field 5x5 and 9x9.
     "dil_conv_3x3": lambda channels, stride, affine: DilConv(channels, channels, 3, stride, 2, 2, affine=affine),

@@ -160,8 +160,7 @@ def fold_datasets(prepared: PreparedData, fold: Fold) -> tuple[dict[str, Feature
     train_features = prepared.features()[rows["train"]]
     normalizer = Normalizer.fit(train_features, kind=prepared.config.features.normalization)
     datasets = {part: split_dataset(prepared, r, normalizer) for part, r in rows.items()}
-    level = gain_level(prepared.config.features, normalizer, train_features, datasets["train"].speakers
-                       or prepared.manifest["speaker"].astype(str).to_numpy()[rows["train"]].tolist())
+    level = gain_level(prepared.config.features, normalizer, train_features, datasets["train"].speakers)
     if level is not None:
         datasets["train"].level = [float(v) for v in level]
     return datasets, normalizer
@@ -175,8 +174,7 @@ def split_dataset(prepared: PreparedData, rows: np.ndarray, normalizer: Normaliz
     return FeatureDataset(str(prepared.features_path), rows.tolist(), prepared.labels[rows].tolist(),
                           None if normalizer.mean is None else [float(v) for v in normalizer.mean],
                           None if normalizer.std is None else [float(v) for v in normalizer.std],
-                          speakers=speakers if normalizer.kind == "per_speaker" else None,
-                          per_utterance=normalizer.kind == "per_utterance")
+                          speakers=speakers, normalization=normalizer.kind)
 
 
 class _KeepBest(pl.Callback):

@@ -403,11 +403,11 @@ def test_per_utterance_normalisation_uses_each_clip_alone_and_removes_a_gain(tmp
     assert Normalizer.from_dict(json.loads(json.dumps(norm.to_dict()))).kind == "per_utterance"
     path = tmp_path / "f.npy"
     np.save(path, features)
-    dataset = FeatureDataset(str(path), [4, 1], [0, 1], per_utterance=True)
+    dataset = FeatureDataset(str(path), [4, 1], [0, 1], normalization="per_utterance")
     assert np.allclose(dataset.tensors[0][:, 0].numpy(), out[[4, 1]], atol=1e-6)
-    assert FeatureDataset(**dataset.spec()).per_utterance
-    with pytest.raises(ValueError, match="per-utterance"):
-        FeatureDataset(str(path), [0], [0], mean=[0.0] * 4, std=[1.0] * 4, per_utterance=True)
+    assert FeatureDataset(**dataset.spec()).normalization == "per_utterance"
+    with pytest.raises(ValueError, match="per_utterance normalisation excludes"):
+        FeatureDataset(str(path), [0], [0], mean=[0.0] * 4, std=[1.0] * 4, normalization="per_utterance")
 
 
 @pytest.mark.parametrize("config", [FeatureConfig.speech(2.0), FeatureConfig.small()], ids=["logmel", "mfcc"])

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .features import standardise_per_speaker, standardise_per_utterance
+from .features import NORMALIZATIONS, standardise_per_speaker, standardise_per_utterance
 
 __all__ = ["FeatureDataset"]
 
@@ -36,14 +36,17 @@ class FeatureDataset(Dataset):
     labels : sequence of int
         Class index of each row (same length as ``rows``); ``-1`` for unlabelled audio.
     mean, std : sequence of float, optional
-        Per-coefficient normalisation fitted on the fold's training rows; identity if omitted.
+        Per-coefficient normalisation fitted on the fold's training rows (``normalization``
+        ``per_coefficient``).
     speakers : sequence of str, optional
-        Each row's speaker, for per-speaker normalisation (``FeatureConfig.normalization =
-        "per_speaker"``): every speaker's rows standardised with their own statistics (a split of
-        speaker-independent folds holds all of a speaker's utterances). Excludes ``mean``/``std``.
-    per_utterance : bool
-        Each row standardised per coefficient with its own statistics over its frames
-        (``FeatureConfig.normalization = "per_utterance"``). Excludes the other normalisations.
+        Each row's speaker: what ``per_speaker`` normalisation groups by, and what speaker-wise
+        splits of this split read (:mod:`strategies.search_split`).
+    normalization : {"per_coefficient", "per_speaker", "per_utterance", "none"}, optional
+        How the rows are standardised (``FeatureConfig.normalization``): with ``mean`` and
+        ``std``; every speaker's rows with their own statistics (needs ``speakers``; a split of
+        speaker-independent folds holds all of a speaker's utterances); every row with its own
+        over its frames; or not at all. Default: ``per_coefficient`` when ``mean`` and ``std``
+        are given, else ``none``.
     level : sequence of float, optional
         Per coefficient, how this split's normalised features move when the audio is 1 dB
         louder (:meth:`~strategies.data.features.FeatureConfig.gain_direction` over the
@@ -52,23 +55,30 @@ class FeatureDataset(Dataset):
 
     def __init__(self, features_path: str, rows: Sequence[int], labels: Sequence[int],
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 speakers: Sequence[str] | None = None, per_utterance: bool = False,
+                 speakers: Sequence[str] | None = None, normalization: str | None = None,
                  level: Sequence[float] | None = None) -> None:
         if len(rows) != len(labels):
             raise ValueError(f"{len(rows)} rows but {len(labels)} labels")
         if speakers is not None and len(speakers) != len(rows):
             raise ValueError(f"{len(rows)} rows but {len(speakers)} speakers")
-        if speakers is not None and (mean is not None or std is not None):
-            raise ValueError("per-speaker normalisation (speakers) excludes a fold's mean and std")
-        if per_utterance and (speakers is not None or mean is not None or std is not None):
-            raise ValueError("per-utterance normalisation excludes a fold's mean and std and per-speaker statistics")
+        if (mean is None) != (std is None):
+            raise ValueError("per-coefficient normalisation needs both mean and std")
+        if normalization is None:
+            normalization = "none" if mean is None else "per_coefficient"
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+        if (normalization == "per_coefficient") != (mean is not None):
+            raise ValueError(f"{normalization} normalisation {'needs' if mean is None else 'excludes'} a fold's "
+                             f"mean and std")
+        if normalization == "per_speaker" and speakers is None:
+            raise ValueError("per-speaker normalisation needs each row's speaker")
         self.features_path = str(features_path)
         self.rows = [int(r) for r in rows]
         self.labels = torch.as_tensor([int(y) for y in labels], dtype=torch.long)
         self.mean = None if mean is None else np.asarray(mean, dtype=np.float32)
         self.std = None if std is None else np.asarray(std, dtype=np.float32)
         self.speakers = None if speakers is None else [str(s) for s in speakers]
-        self.per_utterance = bool(per_utterance)
+        self.normalization = normalization
         self.level = None if level is None else [float(v) for v in level]
         self._x: torch.Tensor | None = None
 
@@ -76,11 +86,11 @@ class FeatureDataset(Dataset):
         if self._x is None:
             array = np.load(self.features_path, mmap_mode="r")
             x = np.asarray(array[np.asarray(self.rows, dtype=np.int64)], dtype=np.float32)
-            if self.mean is not None and self.std is not None:
+            if self.normalization == "per_coefficient":
                 x = (x - self.mean[None, :, None]) / self.std[None, :, None]
-            if self.speakers is not None:
+            elif self.normalization == "per_speaker":
                 x = standardise_per_speaker(x, self.speakers)
-            if self.per_utterance:
+            elif self.normalization == "per_utterance":
                 x = standardise_per_utterance(x)
             self._x = torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
         return self._x
@@ -94,7 +104,7 @@ class FeatureDataset(Dataset):
             "mean": None if self.mean is None else [float(v) for v in self.mean],
             "std": None if self.std is None else [float(v) for v in self.std],
             "speakers": None if self.speakers is None else list(self.speakers),
-            "per_utterance": self.per_utterance,
+            "normalization": self.normalization,
             "level": None if self.level is None else list(self.level),
         }
 
