@@ -55,6 +55,7 @@ from .progress import shown as progress_shown
 from .reference import REFERENCE_BASELINES, fit_reference, is_reference, parse_reference, reference_features
 from .runs import RunError, atomic_write, new_run_dir, package_versions, read_json, save_model_bundle, write_json
 from .search import SearchConfig, SearchResult, run_search
+from .search_split import split_speakers
 
 logger = logging.getLogger(__name__)
 
@@ -272,6 +273,17 @@ def _select_folds(prepared: PreparedData, folds: tuple[int, ...] | None) -> list
     return chosen
 
 
+def _check_search_split(search: SearchConfig, prepared: PreparedData, folds: list[Fold]) -> None:
+    """Every fold can be split as ``--arch-speakers`` / ``--rotate-arch-speakers`` ask (a one-line
+    ``ValueError`` naming the flag otherwise; :mod:`strategies.search_split`)."""
+    if search.arch_speakers is None and not search.rotate_arch_speakers:
+        return
+    speakers = prepared.manifest["speaker"].astype(str).to_numpy()
+    for fold in folds:
+        split_speakers(speakers[prepared.rows(fold.train)], speakers[prepared.rows(fold.val)], search.arch_speakers,
+                       search.rotate_arch_speakers, what=f"fold {fold.index}")
+
+
 def _architecture_file(config: RunConfig, fold: Fold) -> Path:
     """The architecture file fold ``fold`` retrains: ``config.architecture`` itself, or, when that
     is a run folder, the architecture that run found on the same fold.
@@ -413,11 +425,7 @@ def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold
 
 def _with_val(datasets: dict[str, FeatureDataset]) -> FeatureDataset:
     """The training split with the validation split's utterances added (same normalisation)."""
-    train, val = datasets["train"].spec(), datasets["val"].spec()
-    joined = {**train, "rows": train["rows"] + val["rows"], "labels": train["labels"] + val["labels"]}
-    if train["speakers"] is not None:
-        joined["speakers"] = train["speakers"] + val["speakers"]
-    return FeatureDataset(**joined)
+    return datasets["train"].joined(datasets["val"])
 
 
 def _check_fold_classes(prepared: PreparedData, fold: Fold, batch_size: int) -> None:
@@ -539,6 +547,8 @@ def run_pipeline(config: RunConfig, output_dir: str | Path = "runs", data_dir: s
     if config.architecture:
         for fold in folds:
             load_architecture(_architecture_file(config, fold), expected_config=space, resize=True)
+    elif not config.baseline:
+        _check_search_split(config.search, prepared, folds)
     if resume is None:
         run_dir = new_run_dir(output_dir, f"{config.data.dataset}-{config.method}")
         write_json(run_dir / "config.json", config.to_dict())

@@ -30,6 +30,7 @@ from . import compat
 from .evaluator import SERModule, TrainConfig, make_lightning
 from .oneshot import EpochValidation, plain_value
 from .registry import get_strategy
+from .search_split import architecture_split
 from .threads import fair_share
 from .webui import free_port
 from .trial_job import epoch_reporter
@@ -52,6 +53,8 @@ class SearchConfig:
     order: Literal["first", "second"] = "first"  # DARTS approximation order
     candidates: int = 16  # random_oneshot: random paths scored on the validation split after each epoch; the best is kept
     genotype: Literal["best", "last"] = "last"  # one-shot: last epoch's architecture (DARTS) or best val UA (authors)
+    arch_speakers: int | None = None  # speakers whose utterances steer the architecture (alphas, rewards, trial scores): None = the fold's validation speakers; more move seeded training speakers over from the weights (strategies.search_split)
+    rotate_arch_speakers: bool = False  # one-shot: a different group of speakers (arch_speakers of them, or the fold's validation count) steers the architecture in each epoch, every non-test speaker in turn; the others train the weights
     channels: int | None = None  # supernet width C while searching (DARTS searches narrower than it retrains); None = the space's
     trials: int = 8  # multi-trial: architectures trained
     trial_epochs: int = 5  # multi-trial: epochs per architecture
@@ -82,6 +85,12 @@ class SearchConfig:
             raise ValueError("order='second' is only available for the darts strategy")
         if self.genotype not in ("best", "last"):
             raise ValueError(f"genotype must be 'best' or 'last', got {self.genotype!r}")
+        if self.arch_speakers is not None and (isinstance(self.arch_speakers, bool) or not isinstance(
+                self.arch_speakers, int) or self.arch_speakers < 1):
+            raise ValueError(f"--arch-speakers must be a whole number of speakers >= 1, got {self.arch_speakers!r}")
+        if self.rotate_arch_speakers and get_strategy(self.strategy).kind != "oneshot":
+            raise ValueError(f"--rotate-arch-speakers: {self.strategy} trains one architecture per trial, scored once; "
+                             f"a rotation needs a one-shot strategy (darts, gumbel_darts, enas, random_oneshot)")
         self._check_training_service()
 
     def _check_training_service(self) -> None:
@@ -193,6 +202,11 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
             return result
     num_classes = num_classes or space_config.num_classes
     space_config = searched_space(space_config, search.strategy)
+    # which speakers steer the architecture and which train the weights (strategies.search_split)
+    train_dataset, val_dataset, rotation = architecture_split(train_dataset, val_dataset, search.arch_speakers,
+                                                              search.rotate_arch_speakers, search.seed)
+    if search.arch_speakers is not None or rotation is not None:
+        train_labels = train_dataset.labels.tolist()  # the weights' speakers (this epoch's, when rotating)
     started = time.perf_counter()
     pl.seed_everything(search.seed, workers=True)  # before the space: its weights are initialised now
     space = SERSpace(space_config.to_dict())
@@ -208,11 +222,13 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
         # one loader for the callback, built like the evaluator's validation loader
         from torch.utils.data import DataLoader
 
-        val_loader = DataLoader(val_dataset, batch_size=max(config.batch_size, 64), shuffle=False)
+        # each epoch's architecture utterances, once each (a rotation's change every epoch)
+        val_loader = DataLoader(val_dataset if rotation is None else rotation.arch_exact,
+                                batch_size=max(config.batch_size, 64), shuffle=False)
         callback = EpochValidation(val_loader, module, fix_exported_path=spec.sampling,
                                    differentiable=not spec.sampling,
                                    candidates=search.candidates if spec.random_paths else 0)
-        callbacks = [callback]
+        callbacks: list[Any] = [callback] if rotation is None else [rotation, callback]
         reporter = epoch_reporter(module)  # inside a web UI trial: per-epoch results to the NNI manager
         if reporter is not None:
             callbacks.append(reporter)

@@ -108,6 +108,31 @@ class FeatureDataset(Dataset):
             "level": None if self.level is None else list(self.level),
         }
 
+    def joined(self, other: FeatureDataset) -> FeatureDataset:
+        """This split with ``other``'s utterances appended (normalised as this one: same kind and statistics)."""
+        mine, theirs = self.spec(), other.spec()
+        if mine["normalization"] != theirs["normalization"] or mine["features_path"] != theirs["features_path"]:
+            raise ValueError("only splits of one feature array under one normalisation can be joined")
+        joined = {**mine, "rows": mine["rows"] + theirs["rows"], "labels": mine["labels"] + theirs["labels"]}
+        if mine["speakers"] is not None and theirs["speakers"] is not None:
+            joined["speakers"] = mine["speakers"] + theirs["speakers"]
+        elif mine["normalization"] != "per_speaker":
+            joined["speakers"] = None
+        else:
+            raise ValueError("per-speaker normalised splits need their speakers to be joined")
+        return FeatureDataset(**joined)
+
+    def of_speakers(self, speakers: Sequence[str]) -> FeatureDataset:
+        """The utterances of ``speakers`` only (in order; normalised as here: per-speaker and
+        per-utterance statistics are the speaker's and the utterance's own, so they do not change)."""
+        if self.speakers is None:
+            raise ValueError("this split does not know its utterances' speakers")
+        keep = [i for i, speaker in enumerate(self.speakers) if speaker in set(speakers)]
+        spec = self.spec()
+        return FeatureDataset(**{**spec, "rows": [spec["rows"][i] for i in keep],
+                                 "labels": [spec["labels"][i] for i in keep],
+                                 "speakers": [spec["speakers"][i] for i in keep]})
+
     def __len__(self) -> int:
         return len(self.rows)
 
