@@ -5,7 +5,8 @@ weight decay 1e-3 (NNI's own values), gradient clipping 5 on the weight step. Fi
 is NNI's algorithm, run by :class:`strategies.darts_step.LeanDARTS` (NNI's strategy, with a
 step that computes only the gradients it uses); ``order="second"`` selects
 :class:`strategies.unrolled.SecondOrderDARTS` (the unrolled step with the correct finite
-difference).
+difference). ``smoothing`` > 0 makes either SDARTS-RS (random smoothing of the architecture
+weights in the weight steps; :mod:`strategies.darts_step`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 def build(config: SearchConfig) -> Strategy:
     kwargs = dict(arc_learning_rate=config.arc_learning_rate, gradient_clip_val=config.gradient_clip,
-                  warmup_epochs=config.warmup_epochs)
+                  warmup_epochs=config.warmup_epochs, smoothing=config.smoothing)
     if config.order == "second":
         from .unrolled import SecondOrderDARTS
 

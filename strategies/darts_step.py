@@ -1,5 +1,12 @@
 """The DARTS step that :mod:`strategies.darts` runs: NNI's, computing only the gradients it uses.
 
+With ``smoothing`` > 0 it is smoothed DARTS by random smoothing (SDARTS-RS, Chen and Hsieh,
+ICML 2020): in every weight step the architecture weights (after the softmax) are perturbed by
+uniform noise, so the supernet's weights learn to do well in a neighbourhood of the current
+architecture and the landscape of the architecture loss flattens; the architecture step and
+the export are NNI's, unperturbed. The noise enters through the softmax module NNI's DARTS
+asks its strategy for (:meth:`LeanDARTS.configure_softmax`), so nothing of NNI is changed.
+
 Heavy imports (NNI's one-shot modules, Lightning) live here, not in :mod:`strategies.darts`,
 which the registry imports for every command.
 """
@@ -11,12 +18,13 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
 from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 from nni.nas.strategy import DARTS
 from torch import nn, optim
 
-__all__ = ["frozen", "LeanDartsLightningModule", "LeanDARTS"]
+__all__ = ["frozen", "PerturbedSoftmax", "LeanDartsLightningModule", "LeanDARTS"]
 
 
 @contextlib.contextmanager
@@ -36,6 +44,46 @@ def frozen(parameters: Iterable[nn.Parameter]) -> Iterator[None]:
             p.requires_grad_(True)
 
 
+class PerturbedSoftmax(nn.Softmax):
+    """``softmax(alpha)``, plus noise drawn uniformly from ``[-epsilon, epsilon]`` per weight while
+    ``epsilon`` > 0 (SDARTS-RS's perturbation of the normalised architecture weights).
+
+    One instance is shared by every mixed op of a supernet; the DARTS step sets ``epsilon``
+    for its weight phase only and puts it back to 0.
+    """
+
+    def __init__(self, dim: int = -1) -> None:
+        super().__init__(dim=dim)
+        self.epsilon = 0.0
+
+    def forward(self, alpha: torch.Tensor) -> torch.Tensor:
+        weights = super().forward(alpha)
+        if self.epsilon > 0:
+            weights = weights + torch.empty_like(weights).uniform_(-self.epsilon, self.epsilon)
+        return weights
+
+
+@contextlib.contextmanager
+def perturbed(softmax: nn.Module | None, epsilon: float) -> Iterator[None]:
+    """The block's forwards through ``softmax`` (a :class:`PerturbedSoftmax`) perturbed by ``epsilon``."""
+    if not isinstance(softmax, PerturbedSoftmax) or epsilon <= 0:
+        yield
+        return
+    softmax.epsilon = epsilon
+    try:
+        yield
+    finally:
+        softmax.epsilon = 0.0
+
+
+def smoothing_at(smoothing: float, epoch: int, epochs: int) -> float:
+    """SDARTS-RS's perturbation bound in ``epoch``: from a tenth of ``smoothing`` to all of it,
+    linearly over the search (their 0.03 to 0.3)."""
+    if smoothing <= 0:
+        return 0.0
+    return smoothing * (0.1 + 0.9 * epoch / max(1, epochs - 1))
+
+
 def loss_of(output: Any) -> Any:
     """The loss of an evaluator's ``training_step`` output (a dict with ``loss``, or the loss)."""
     return output["loss"] if isinstance(output, dict) else output
@@ -53,7 +101,16 @@ class LeanDartsLightningModule(DartsLightningModule):
     gradients) and the activations kept only for them. Every update is NNI's: same losses,
     same optimizers, same order, same BN statistics, same logging
     (``tests/test_darts_step.py`` compares both modules step by step).
+
+    ``smoothing`` > 0 perturbs the architecture weights in every weight step (SDARTS-RS, the
+    module docstring; ``softmax`` is the :class:`PerturbedSoftmax` the supernet's mixed ops share).
     """
+
+    def __init__(self, training_module: pl.LightningModule, *, smoothing: float = 0.0,
+                 softmax: nn.Module | None = None, **kwargs: Any) -> None:
+        super().__init__(training_module, **kwargs)
+        self.smoothing = float(smoothing)
+        self.softmax = softmax
 
     def weight_parameters(self) -> list[nn.Parameter]:
         """Supernet parameters that are trained by the weight step (not architecture ones)."""
@@ -87,7 +144,8 @@ class LeanDartsLightningModule(DartsLightningModule):
     def weight_phase(self, trn_batch: Any, batch_idx: int) -> Any:
         """Phase 2: the weight step on ``trn_batch``, schedulers and logging, as NNI's."""
         self.resample()
-        with frozen(self.arch_parameters()):
+        epsilon = smoothing_at(self.smoothing, self.trainer.current_epoch, self.trainer.max_epochs or 1)
+        with frozen(self.arch_parameters()), perturbed(self.softmax, epsilon):
             loss_and_metrics = self.training_module.training_step(trn_batch, 2 * batch_idx + 1)
             self.advance_optimization(loss_of(loss_and_metrics), batch_idx, self.gradient_clip_val)
         self.advance_lr_schedulers(batch_idx)
@@ -112,11 +170,22 @@ class LeanDARTS(DARTS):
     module_class: type[LeanDartsLightningModule] = LeanDartsLightningModule
     """The Lightning module of the step (subclasses, e.g. second-order DARTS, take their own)."""
 
+    def __init__(self, *, smoothing: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if smoothing < 0:
+            raise ValueError(f"smoothing must be >= 0, got {smoothing}")
+        self.smoothing = float(smoothing)
+        # one softmax for every mixed op, so the step can perturb them all (SDARTS-RS)
+        self.softmax: nn.Module = PerturbedSoftmax() if self.smoothing > 0 else nn.Softmax(dim=-1)
+
+    def configure_softmax(self) -> nn.Module:
+        return self.softmax
+
     def module_kwargs(self) -> dict[str, Any]:
-        """Keywords of :attr:`module_class`: NNI's DARTS settings of this strategy."""
+        """Keywords of :attr:`module_class`: NNI's DARTS settings of this strategy, and the smoothing."""
         return dict(arc_learning_rate=self.arc_learning_rate, gradient_clip_val=self.gradient_clip_val,
                     log_prob_every_n_step=self.log_prob_every_n_step, warmup_epochs=self.warmup_epochs,
-                    penalty=self.penalty)
+                    penalty=self.penalty, smoothing=self.smoothing, softmax=self.softmax)
 
     def configure_oneshot_module(self, training_module: pl.LightningModule) -> BaseOneShotLightningModule:
         return self.module_class(training_module, **self.module_kwargs())

@@ -51,6 +51,7 @@ class SearchConfig:
     gradient_clip: float | None = 5.0  # one-shot weight-step gradient clipping
     warmup_epochs: int = 0  # one-shot epochs before architecture updates start
     order: Literal["first", "second"] = "first"  # DARTS approximation order
+    smoothing: float = 0.0  # darts: SDARTS-RS, the largest uniform perturbation of the architecture weights (after the softmax) in each weight step, ramped up from a tenth of it over the search (SDARTS: 0.3); 0 = plain DARTS
     candidates: int = 16  # random_oneshot: random paths scored on the validation split after each epoch; the best is kept
     genotype: Literal["best", "last"] = "last"  # one-shot: last epoch's architecture (DARTS) or best val UA (authors)
     arch_speakers: int | None = None  # speakers whose utterances steer the architecture (alphas, rewards, trial scores): None = the fold's validation speakers; more move seeded training speakers over from the weights (strategies.search_split)
@@ -83,6 +84,10 @@ class SearchConfig:
             raise ValueError(f"order must be 'first' or 'second', got {self.order!r}")
         if self.order == "second" and self.strategy != "darts":
             raise ValueError("order='second' is only available for the darts strategy")
+        if isinstance(self.smoothing, bool) or not isinstance(self.smoothing, (int, float)) or not 0 <= self.smoothing < 1:
+            raise ValueError(f"--smoothing must be a perturbation bound in [0, 1), got {self.smoothing!r}")
+        if self.smoothing and self.strategy != "darts":
+            raise ValueError(f"--smoothing (SDARTS-RS) is an option of the darts strategy, not {self.strategy}")
         if self.genotype not in ("best", "last"):
             raise ValueError(f"genotype must be 'best' or 'last', got {self.genotype!r}")
         if self.arch_speakers is not None and (isinstance(self.arch_speakers, bool) or not isinstance(

@@ -67,3 +67,44 @@ def test_frozen_restores_only_what_it_froze() -> None:
     with pytest.raises(RuntimeError), frozen([a]):
         raise RuntimeError("inside")
     assert a.requires_grad
+
+
+def test_perturbed_softmax_adds_bounded_noise_only_while_asked() -> None:
+    from strategies.darts_step import PerturbedSoftmax, perturbed, smoothing_at
+
+    softmax = PerturbedSoftmax()
+    alpha = torch.randn(1000, 8)
+    assert torch.equal(softmax(alpha), torch.softmax(alpha, dim=-1))
+    with perturbed(softmax, 0.3):
+        noise = softmax(alpha) - torch.softmax(alpha, dim=-1)
+    assert noise.abs().max() <= 0.3 and noise.abs().max() > 0.25 and softmax.epsilon == 0.0
+    assert smoothing_at(0.3, 0, 10) == pytest.approx(0.03) and smoothing_at(0.3, 9, 10) == pytest.approx(0.3)
+    assert smoothing_at(0.0, 5, 10) == 0.0
+
+
+def test_sdarts_perturbs_the_weight_steps_and_never_the_architecture_steps(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from strategies.darts_step import LeanDARTS, PerturbedSoftmax
+
+    calls: list[tuple[float, bool]] = []  # (epsilon, alphas trainable) of every mixed-op softmax call
+    original = PerturbedSoftmax.forward
+
+    def recording(self: PerturbedSoftmax, alpha: torch.Tensor) -> torch.Tensor:
+        calls.append((self.epsilon, alpha.requires_grad))
+        return original(self, alpha)
+
+    monkeypatch.setattr(PerturbedSoftmax, "forward", recording)
+    strategy = LeanDARTS(arc_learning_rate=0.1, smoothing=0.3)
+    tiny_search.search(strategy, tiny_search.features(tmp_path, monkeypatch), _Recorder(), max_epochs=2)
+    weight_steps = {round(eps, 6) for eps, trainable in calls if not trainable}
+    arch_steps = {eps for eps, trainable in calls if trainable}
+    assert arch_steps == {0.0}  # the architecture loss sees the plain softmax
+    assert weight_steps == {0.03, 0.3}  # the weights see it perturbed, the bound ramped over the 2 epochs
+    with pytest.raises(ValueError, match="smoothing"):
+        LeanDARTS(smoothing=-0.1)
+    from strategies.search import SearchConfig
+
+    with pytest.raises(ValueError, match="--smoothing must be a perturbation bound"):
+        SearchConfig(smoothing=-0.1)
+    with pytest.raises(ValueError, match="--smoothing .SDARTS-RS. is an option of the darts strategy, not enas"):
+        SearchConfig(strategy="enas", smoothing=0.3)
