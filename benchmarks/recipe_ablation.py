@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import RESULTS, machine_info, write_results  # noqa: E402
+from _networks import run_network  # noqa: E402
 
 from ser_space import SpaceConfig  # noqa: E402
 from strategies.data.features import FeatureConfig  # noqa: E402
@@ -39,6 +40,13 @@ from strategies.pipeline import RunConfig, run_pipeline  # noqa: E402
 from strategies.recipes import REAL_SPEECH, real_speech_recipe  # noqa: E402
 from strategies.registry import get_strategy  # noqa: E402
 from strategies.search import equal_budget  # noqa: E402
+
+# issue 30's plain-CNN recipe as changes to the real-speech retraining, and its augmentation for the
+# search's weight training (whose epochs stay the search budget)
+V2_TRAIN = {"max_epochs": 80, "lr_warmup_epochs": 3, "gain_db": 4.3, "time_shift": 0.15}
+V2_SEARCH_TRAIN = {"gain_db": 4.3, "time_shift": 0.15}
+# the paper's candidates and a plain 3x3 convolution
+CONV3_OPS = tuple(op for op in REAL_SPEECH.space.cnn_ops if op != "none") + ("conv_3x3", "none")
 
 ROWS: dict[str, dict[str, Any]] = {
     # the toolkit's defaults before this work: 128 x 128 MFCC of an 8-s window, tiny space,
@@ -110,6 +118,30 @@ ROWS: dict[str, dict[str, Any]] = {
                                 "space": {"channels": REAL_SPEECH.space.channels * 2}},
     **{f"ref-{name}-speaker-norm": {"baseline": name, "features": {"normalization": "per_speaker"}} for name in (
         "mfcc_stats", "egemaps", "egemaps:logreg", "compare2016", "compare2016:logreg")},
+    # issue 30: the plain four-block CNN (benchmarks/_networks.py), a network outside the space,
+    # under the recipe; and the recipe issue 30's plain CNN trained with (V2: 80 epochs, 3 of
+    # linear warm-up, gain augmentation of +-4.3 dB (+-1 in natural-log power), time shift 15 %)
+    "plain_cnn": {"network": "plain_cnn"},
+    "plain_cnn-v2": {"network": "plain_cnn", "retrain": V2_TRAIN},
+    "recipe-v2": {"retrain": V2_TRAIN},
+    "wide-v2": {"retrain": V2_TRAIN, "space": {"channels": REAL_SPEECH.space.channels * 2}},
+    "recipe-v2-per-utterance": {"retrain": V2_TRAIN, "features": {"normalization": "per_utterance"}},
+    "recipe-v2-no-gain": {"retrain": {**V2_TRAIN, "gain_db": 0.0}},
+    # the searches under V2 (the search's weight training gets V2's augmentation, not its schedule)
+    "darts-v2": {"strategy": "darts", "retrain": V2_TRAIN, "search_train": V2_SEARCH_TRAIN},
+    # alphas that move: Adam moves each by about its learning rate per step (130 steps in all)
+    "darts-v2-arc3e-3": {"strategy": "darts", "retrain": V2_TRAIN, "search_train": V2_SEARCH_TRAIN,
+                         "search": {"arc_learning_rate": 3e-3}},
+    "darts-v2-arc3e-3-rotate": {"strategy": "darts", "retrain": V2_TRAIN, "search_train": V2_SEARCH_TRAIN,
+                                "search": {"arc_learning_rate": 3e-3, "rotate_arch_speakers": True}},
+    "darts-v2-arc3e-3-arch2": {"strategy": "darts", "retrain": V2_TRAIN, "search_train": V2_SEARCH_TRAIN,
+                               "search": {"arc_learning_rate": 3e-3, "arch_speakers": 2}},
+    "darts-v2-arc3e-3-sdarts": {"strategy": "darts", "retrain": V2_TRAIN, "search_train": V2_SEARCH_TRAIN,
+                                "search": {"arc_learning_rate": 3e-3, "smoothing": 0.3}},
+    "darts-v2-rotate": {"strategy": "darts", "retrain": V2_TRAIN, "search_train": V2_SEARCH_TRAIN,
+                        "search": {"rotate_arch_speakers": True}},
+    "darts-v2-conv3": {"strategy": "darts", "retrain": V2_TRAIN, "search_train": V2_SEARCH_TRAIN,
+                       "space": {"cnn_ops": CONV3_OPS}},
 }
 
 
@@ -126,6 +158,7 @@ def row_config(name: str, root: str, folds: tuple[int, ...] | None, seed: int, o
     if "space_preset" in changes:
         space = SpaceConfig.preset(changes["space_preset"])
     space = space.replace(**changes.get("space", {}))
+    search_train = base.search_train.replace(**changes.get("search_train", {}))
     retrain = base.retrain
     if name == "old-default":
         retrain = TrainConfig(**changes["retrain"])
@@ -135,11 +168,11 @@ def row_config(name: str, root: str, folds: tuple[int, ...] | None, seed: int, o
     if get_strategy(search.strategy).kind == "multi":
         search = equal_budget(search)
     return dataclasses.replace(base.seeded(seed), data=dataclasses.replace(base.data, features=features), space=space,
-                               retrain=retrain.replace(seed=seed),
+                               retrain=retrain.replace(seed=seed), search_train=search_train.replace(seed=seed),
                                search=search,
                                folds=folds,
                                baseline=None if "strategy" in changes or "architectures_from" in changes
-                               else changes.get("baseline", "cnn"),
+                               or "network" in changes else changes.get("baseline", "cnn"),
                                architecture=str(run_folder(out, changes["architectures_from"], seed))
                                if "architectures_from" in changes else None)
 
@@ -167,7 +200,11 @@ def run_row(name: str, root: str, folds: tuple[int, ...] | None, seeds: list[int
             started = time.perf_counter()
             partial = folder.with_name(f".{folder.name}")
             partial.mkdir(parents=True, exist_ok=True)
-            run_dir, summary = run_pipeline(config, output_dir=partial, progress=False)
+            if "network" in ROWS[name]:  # a named network outside the space (benchmarks/_networks.py)
+                run_dir = partial / folder.name
+                summary = run_network(ROWS[name]["network"], config, run_dir)
+            else:
+                run_dir, summary = run_pipeline(config, output_dir=partial, progress=False)
             summary["wall_seconds"] = time.perf_counter() - started
             (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
             if folder.exists():
@@ -183,6 +220,7 @@ def run_row(name: str, root: str, folds: tuple[int, ...] | None, seeds: list[int
     ua = np.array([f["test_ua"] for s in runs for f in s["per_fold"]])
     wa = np.array([f["test_wa"] for s in runs for f in s["per_fold"]])
     seed_means = np.array([np.mean([f["test_ua"] for f in s["per_fold"]]) for s in runs])
+    search_val = [f.get("search_val_ua") for s in runs for f in s["per_fold"] if f.get("search_val_ua") is not None]
     return {
         "row": name, "changes": ROWS[name], "seeds": seeds, "runs": len(ua),
         "test_ua_mean": float(ua.mean()), "test_ua_std": float(ua.std(ddof=1)) if len(ua) > 1 else 0.0,
@@ -192,6 +230,8 @@ def run_row(name: str, root: str, folds: tuple[int, ...] | None, seeds: list[int
         "minutes": float(sum(s.get("wall_seconds", 0.0) for s in runs) / 60.0),
         "per_fold_ua": {str(seed): {str(f["fold"]): f["test_ua"] for f in s["per_fold"]}
                         for seed, s in zip(seeds, runs)},
+        # what the search saw of its own choice (its architecture data), beside what the test fold says
+        "search_val_ua_mean": float(np.mean(search_val)) if search_val else None,
     }
 
 

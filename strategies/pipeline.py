@@ -415,6 +415,7 @@ def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold
         "val_ua": selected.get("val_ua"),
         "val_wa": selected.get("val_wa"),
         "val_in_training": config.retrain.train_on_val,
+        "search_val_ua": None if search is None else search.val_ua,  # what the search saw of its choice
         "selected_epoch": selected_epoch,
         "parameters": parameters,
         "search_seconds": search_seconds,
@@ -573,8 +574,9 @@ def run_pipeline(config: RunConfig, output_dir: str | Path = "runs", data_dir: s
         raise
 
     summary = {"method": config.method, "dataset": config.data.dataset, "classes": list(prepared.classes),
-               "per_fold": [{k: m[k] for k in ("fold", "test_ua", "test_wa", "test_f1", "parameters",
-                                                 "search_seconds", "retrain_seconds")} for m in metrics],
+               "per_fold": [{**{k: m[k] for k in ("fold", "test_ua", "test_wa", "test_f1", "parameters",
+                                                   "search_seconds", "retrain_seconds")},
+                             **{k: m.get(k) for k in ("val_ua", "search_val_ua")}} for m in metrics],
                **summarize_folds(metrics)}
     write_json(run_dir / "summary.json", summary)
     _write_results_csv(run_dir / "results.csv", metrics)

@@ -153,6 +153,7 @@ class SearchResult:
     experiment_dir: str | None = None  # NNI experiment folder (multi-trial, or one-shot with webui)
     last_architecture: dict[str, Any] | None = None  # one-shot: the final epoch's architecture
     best_architecture: dict[str, Any] | None = None  # one-shot: the best validation epoch's architecture
+    val_ua: float | None = None  # the search's own validation UA of what it chose (its architecture data: the supernet at the chosen epoch, or the best trial)
 
 
 def _plain(sample: dict[str, Any]) -> dict[str, Any]:
@@ -253,9 +254,11 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
             best_entry = max(history, key=lambda e: (e["val_ua"], -e["epoch"]))
             best = _plain(best_entry["architecture"])
         chosen = best if search.genotype == "best" else last
+        chosen_entry = (best_entry if search.genotype == "best" else history[-1]) if history else {}
         experiment.stop()
         result = SearchResult(spec.name, validate_architecture(chosen, space_config), history,
-                              time.perf_counter() - started, last_architecture=last, best_architecture=best)
+                              time.perf_counter() - started, last_architecture=last, best_architecture=best,
+                              val_ua=chosen_entry.get("val_ua"))
     else:
         config = train.replace(max_epochs=search.trial_epochs)
         module = SERModule.from_config(config, num_classes, train_labels, level=getattr(train_dataset, "level", None))
@@ -285,9 +288,11 @@ def run_search(space_config: SpaceConfig, search: SearchConfig, train: TrainConf
         if not top:
             raise RuntimeError(f"{spec.name}: no trial finished; see the trial logs under "
                                f"{workdir / 'nni' / experiment_id}")
+        finals = [entry["final"] for entry in history if isinstance(entry.get("final"), dict)]
         result = SearchResult(spec.name, validate_architecture(_plain(top[0]), space_config), history,
                               time.perf_counter() - started, experiment_id=experiment_id,
-                              experiment_dir=str(workdir / "nni" / experiment_id))
+                              experiment_dir=str(workdir / "nni" / experiment_id),
+                              val_ua=max((f["default"] for f in finals if "default" in f), default=None))
     logger.info("%s search finished in %.1f s", spec.name, result.seconds)
     return result
 

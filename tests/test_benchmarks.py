@@ -372,3 +372,26 @@ def test_seed_ensemble_averages_each_rows_seeds_per_fold(tmp_path: Path) -> None
     assert [row["single_per_fold_ua"][str(s)]["0"] for s in (0, 1)] == pytest.approx(recorded)
     assert 0.0 <= row["ensemble_ua_mean"] <= 1.0
     assert seed_ensemble.ensemble_row("recipe", runs, [0]) is None   # one seed is no ensemble
+
+
+def test_recipe_ablation_trains_a_named_network_outside_the_space_on_the_same_folds(tmp_path: Path) -> None:
+    import importlib.util
+
+    import miniature
+
+    corpus = miniature.make_corpus("emodb", tmp_path / "emodb")
+    args = ("--root", str(corpus.root), "--rows", "plain_cnn", "--seeds", "0", "--folds", "0",
+            "--out", str(tmp_path / "runs"))
+    result = _run_script("recipe_ablation.py", tmp_path, *args)
+    (row,) = result["rows"]
+    assert row["row"] == "plain_cnn" and row["runs"] == 1 and row["parameters"] == 61031
+    summary = json.loads((tmp_path / "runs" / "plain_cnn-seed0" / "summary.json").read_text())
+    assert summary["method"] == "network-plain_cnn" and 0.0 <= summary["per_fold"][0]["test_ua"] <= 1.0
+    spec = importlib.util.spec_from_file_location("recipe_ablation", BENCH / "recipe_ablation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # the V2 rows change the retraining, and the search's weight training gets V2's augmentation only
+    v2 = module.row_config("darts-v2", str(corpus.root), None, 3, tmp_path / "runs")
+    assert (v2.retrain.max_epochs, v2.retrain.lr_warmup_epochs, v2.retrain.gain_db) == (80, 3, 4.3)
+    assert v2.search_train.gain_db == 4.3 and v2.search_train.lr_warmup_epochs == 0
+    assert v2.search.seed == v2.search_train.seed == v2.retrain.seed == 3
