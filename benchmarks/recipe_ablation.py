@@ -40,6 +40,7 @@ from strategies.pipeline import RunConfig, run_pipeline  # noqa: E402
 from strategies.recipes import REAL_SPEECH, real_speech_recipe  # noqa: E402
 from strategies.registry import get_strategy  # noqa: E402
 from strategies.search import equal_budget  # noqa: E402
+from strategies import stats  # noqa: E402
 
 # issue 30's plain-CNN recipe as changes to the real-speech retraining, and its augmentation for the
 # search's weight training (whose epochs stay the search budget)
@@ -237,34 +238,16 @@ def run_row(name: str, root: str, folds: tuple[int, ...] | None, seeds: list[int
 
 def fold_means(row: dict[str, Any]) -> dict[str, float]:
     """Test UA per fold, averaged over the row's seeds."""
-    folds: dict[str, list[float]] = {}
-    for per_fold in row["per_fold_ua"].values():
-        for fold, ua in per_fold.items():
-            folds.setdefault(fold, []).append(ua)
-    return {fold: float(np.mean(values)) for fold, values in folds.items()}
+    return stats.fold_means((fold, ua) for per_fold in row["per_fold_ua"].values() for fold, ua in per_fold.items())
 
 
 def paired(row: dict[str, Any], base: dict[str, Any]) -> dict[str, Any] | None:
     """Row minus base over the folds both have (each side averaged over its seeds first):
-    mean, 95 % t interval over folds, Wilcoxon signed-rank p."""
-    from scipy import stats
-
-    a, b = fold_means(row), fold_means(base)
-    diffs = [a[f] - b[f] for f in sorted(a, key=int) if f in b]
-    if len(diffs) < 2:
-        return None
-    d = np.asarray(diffs)
-    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-    p = float(stats.wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
-    return {"folds": len(d), "mean": float(d.mean()), "ci95": [float(d.mean() - half), float(d.mean() + half)],
-            "wilcoxon_p": p}
+    mean, 95 % t interval over folds, Wilcoxon signed-rank p (:func:`strategies.stats.paired_difference`)."""
+    return stats.paired_difference(fold_means(row), fold_means(base))
 
 
-def paired_text(diff: dict[str, Any] | None) -> str:
-    """``+0.024 [-0.032, +0.080], p = 0.31`` for a :func:`paired` result; empty for None."""
-    if diff is None:
-        return ""
-    return f"{diff['mean']:+.3f} [{diff['ci95'][0]:+.3f}, {diff['ci95'][1]:+.3f}], p = {diff['wilcoxon_p']:.2f}"
+paired_text = stats.paired_text
 
 
 def table(rows: list[dict[str, Any]], base: str = "recipe", twin_suffix: str | None = None) -> str:

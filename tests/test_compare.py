@@ -172,6 +172,24 @@ def test_report_is_recomputed_from_run_folders(tmp_path: Path) -> None:
     assert "Unfinished runs: baseline-cnn_lstm-seed0/fold-1" in (tmp_path / "table.md").read_text()
 
 
+def test_each_row_is_paired_with_the_best_hand_designed_row_over_folds(tmp_path: Path) -> None:
+    _fake_comparison(tmp_path, np.random.default_rng(1))
+    report = build_report(tmp_path)
+    results = pd.read_csv(tmp_path / "results.csv")
+    means = results.groupby(["method", "fold"])["test_ua"].mean()  # each side over its seeds first
+    diffs = [means["darts", f] - means["baseline-cnn_lstm", f] for f in (0, 1)]
+    darts, baseline = report["table"]
+    assert darts["paired_against"] == baseline["method"] == "baseline-cnn_lstm"
+    assert darts["paired_mean"] == pytest.approx(np.mean(diffs))
+    assert darts["paired_low"] < darts["paired_mean"] < darts["paired_high"] and baseline["paired_mean"] is None
+    markdown = (tmp_path / "table.md").read_text()
+    assert "minus baseline-cnn_lstm, paired over folds: mean [95 % CI], p" in markdown
+    line = next(li for li in markdown.splitlines() if li.startswith("| darts |"))
+    assert f"{np.mean(diffs):+.3f} [" in line
+    assert "| (best) |" in next(li for li in markdown.splitlines() if li.startswith("| baseline-cnn_lstm |"))
+    assert pd.read_csv(tmp_path / "table.csv")["paired_mean"].notna().sum() == 1
+
+
 # ----------------------------------------------------------------------------- slow, end to end
 
 TINY_FLAGS = ["--strategies", "darts,random", "--seeds", "1", "--folds", "0", "--epochs", "1", "--trial-epochs", "1",
