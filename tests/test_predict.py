@@ -192,3 +192,28 @@ def test_a_per_speaker_model_standardises_the_calls_windows_together(speaker_mod
     assert len(raw) < 10 and any("per-speaker normalisation from" in r.getMessage() for r in caplog.records)
     nothing = predictor.analyse([tmp_path / "silence.wav", tmp_path / "missing.wav"])  # no window to standardise
     assert list(nothing.files["status"]) == ["no_speech", "error"] and nothing.windows.empty
+
+
+def test_a_per_utterance_model_standardises_each_window_by_itself(model_path: Path, speech, tmp_path: Path) -> None:
+    from strategies.data.features import compute_features, standardise_per_utterance
+    from strategies.runs import load_model_bundle
+
+    bundle = load_model_bundle(model_path)
+    path = save_model_bundle(tmp_path / "utterance-model.pt", bundle["state_dict"], bundle["architecture"], CLASSES,
+                             dataclasses.replace(FeatureConfig.small(), normalization="per_utterance").to_dict(),
+                             Normalizer(kind="per_utterance").to_dict())
+    wave, sr = speech
+    sf.write(tmp_path / "a.wav", wave[: 7 * sr], sr)
+    sf.write(tmp_path / "b.wav", wave[: 7 * sr] * 0.1, sr)  # the same recording 20 dB quieter
+    predictor = load_predictor(path)
+    seen = []
+    score = predictor._probabilities
+    predictor._probabilities = lambda inputs: seen.append(np.stack(inputs)) or score(inputs)
+    result = predictor.analyse([tmp_path / "a.wav", tmp_path / "b.wav"])
+    assert list(result.files["status"]) == ["ok", "ok"]
+    first = result.windows.iloc[0]
+    raw = compute_features(wave[int(round(first["start"] * sr)):int(round(first["end"] * sr))], sr, predictor.features)
+    np.testing.assert_allclose(seen[0][0], standardise_per_utterance(raw), atol=1e-4)
+    # the level is gone: a quieter copy gets (nearly) the same probabilities
+    probs = result.files[[f"p_{c}" for c in CLASSES]].to_numpy()
+    np.testing.assert_allclose(probs[0], probs[1], atol=0.02)
