@@ -119,6 +119,9 @@ ROWS: dict[str, dict[str, Any]] = {
                                 "space": {"channels": REAL_SPEECH.space.channels * 2}},
     **{f"ref-{name}-speaker-norm": {"baseline": name, "features": {"normalization": "per_speaker"}} for name in (
         "mfcc_stats", "egemaps", "egemaps:logreg", "compare2016", "compare2016:logreg")},
+    # the references refitted on the training and validation speakers once C is chosen (issue 30)
+    **{f"ref-{name}-train-on-val": {"baseline": name, "retrain": {"train_on_val": True}} for name in (
+        "mfcc_stats", "egemaps", "egemaps:logreg", "compare2016", "compare2016:logreg")},
     # issue 30: the plain four-block CNN (benchmarks/_networks.py), a network outside the space,
     # under the recipe; and the recipe issue 30's plain CNN trained with (V2: 80 epochs, 3 of
     # linear warm-up, gain augmentation of +-4.3 dB (+-1 in natural-log power), time shift 15 %)

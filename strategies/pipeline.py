@@ -479,13 +479,14 @@ def run_reference_fold(config: RunConfig, prepared: PreparedData, fold: Fold, wo
     normalization = prepared.config.features.normalization
     if normalization == "per_speaker":  # as the networks' features: each speaker by its own statistics
         features = standardise_per_speaker(features, prepared.manifest["speaker"].astype(str).to_numpy())
-    result = fit_reference(baseline, features, prepared.labels, rows, len(prepared.classes), seed=config.retrain.seed)
+    result = fit_reference(baseline, features, prepared.labels, rows, len(prepared.classes), seed=config.retrain.seed,
+                           refit_on_val=config.retrain.train_on_val)
     retrain_seconds = time.perf_counter() - started
     classes = len(prepared.classes)
     parameters = int(features.shape[1] * classes + classes)
     write_json(work / "reference.json", {"baseline": baseline.name, "features": baseline.features,
                                          "classifier": baseline.classifier, "dimensions": result["dimensions"],
-                                         "normalization": normalization,
+                                         "normalization": normalization, "refit_on_val": config.retrain.train_on_val,
                                          "c": result["c"], "val_ua_by_c": result["val_ua_by_c"]})
     _picture(plot_confusion, np.asarray(result["confusion_matrix"]), list(prepared.classes), work / "confusion.png",
              title=f"{config.method}, fold {fold.index}: UA {result['ua']:.3f}")

@@ -19,8 +19,9 @@ on features standardised with the training speakers' statistics (with ``--featur
 per_speaker``, as for the networks, each speaker is first standardised with its own statistics:
 strategies.data.features.standardise_per_speaker). The regularisation ``C`` is
 chosen on the fold's validation speakers (best validation UA; the smaller ``C`` on ties), the
-classifier is refitted on the training speakers with it and tested once on the test speakers,
-so the test fold steers nothing. A baseline name is ``<feature set>`` (its default classifier:
+classifier is refitted on the training speakers with it (with ``--retrain-train-on-val``, on
+the training and validation speakers) and tested once on the test speakers, so the test fold
+steers nothing. A baseline name is ``<feature set>`` (its default classifier:
 ``logreg`` for ``mfcc_stats``, ``svm`` for the openSMILE sets) or ``<feature set>:<classifier>``.
 
 Features are cached per feature set and audio content under ``<data_dir>/reference/``.
@@ -198,11 +199,15 @@ def _classifier(kind: str, c: float, seed: int) -> Any:
 
 
 def fit_reference(baseline: ReferenceBaseline, features: np.ndarray, labels: np.ndarray,
-                  rows: dict[str, np.ndarray], num_classes: int, seed: int = 0) -> dict[str, Any]:
+                  rows: dict[str, np.ndarray], num_classes: int, seed: int = 0,
+                  refit_on_val: bool = False) -> dict[str, Any]:
     """Choose C on ``rows['val']``, refit on ``rows['train']``, score ``rows['test']`` once.
 
-    Returns the test metrics (``ua``, ``wa``, ``f1``, ``confusion_matrix``), the chosen ``c``,
-    the validation UA of every C tried, and the fitted scaler and classifier.
+    With ``refit_on_val`` the final scaler and classifier are fitted on the training and the
+    validation speakers together (standard practice once C is chosen; the networks' counterpart
+    is ``--retrain-train-on-val``). Returns the test metrics (``ua``, ``wa``, ``f1``,
+    ``confusion_matrix``), the chosen ``c``, the validation UA of every C tried, and the fitted
+    scaler and classifier.
     """
     import warnings
 
@@ -230,6 +235,11 @@ def fit_reference(baseline: ReferenceBaseline, features: np.ndarray, labels: np.
 
     val_ua = {c: ua(fit(c), "val") for c in C_GRID}
     best_c = max(C_GRID, key=lambda c: (val_ua[c], -c))
+    if refit_on_val:  # C is chosen: the validation speakers join the final fit, scaler included
+        seen = np.concatenate([rows["train"], rows["val"]])
+        scaler = StandardScaler().fit(features[seen])
+        x = {part: scaler.transform(features[r]) for part, r in rows.items()}
+        x["train"], y["train"] = scaler.transform(features[seen]), labels[seen]
     model = fit(best_c)
     cm = confusion_matrix(y["test"], model.predict(x["test"]), num_classes)
     return {**classification_metrics(cm), "confusion_matrix": cm.tolist(), "c": best_c,

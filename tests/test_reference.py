@@ -63,6 +63,19 @@ def test_c_is_chosen_on_validation_and_the_test_split_steers_nothing() -> None:
     assert again["ua"] < result["ua"]
 
 
+def test_refit_on_val_keeps_the_choice_of_c_and_fits_on_both_splits() -> None:
+    x, y = _separable(seed=3)
+    rows = {"train": np.arange(0, 60), "val": np.arange(60, 75), "test": np.arange(75, 90)}
+    plain = fit_reference(ReferenceBaseline("mfcc_stats", "logreg"), x, y, rows, 3)
+    both = fit_reference(ReferenceBaseline("mfcc_stats", "logreg"), x, y, rows, 3, refit_on_val=True)
+    assert both["c"] == plain["c"] and both["val_ua_by_c"] == plain["val_ua_by_c"]  # C still chosen on val alone
+    seen = np.concatenate([rows["train"], rows["val"]])
+    assert np.allclose(both["scaler"].mean_, x[seen].mean(axis=0))  # the scaler saw both splits
+    assert not np.allclose(plain["scaler"].mean_, both["scaler"].mean_)
+    assert both["model"].coef_.shape == plain["model"].coef_.shape and not np.allclose(both["model"].coef_,
+                                                                                        plain["model"].coef_)
+
+
 def test_one_class_in_training_is_a_one_line_error() -> None:
     x, y = _separable()
     y = np.where(np.arange(len(y)) < 60, 0, y)
