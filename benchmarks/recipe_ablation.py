@@ -42,9 +42,10 @@ from strategies.registry import get_strategy  # noqa: E402
 from strategies.search import equal_budget  # noqa: E402
 from strategies import stats  # noqa: E402
 
-# issue 30's plain-CNN recipe as changes to the real-speech retraining, and its augmentation for the
-# search's weight training (whose epochs stay the search budget)
-V2_TRAIN = {"max_epochs": 80, "lr_warmup_epochs": 3, "gain_db": 4.3, "time_shift": 0.15}
+# issue 30's plain-CNN recipe as changes to the real-speech retraining (its 80 epochs left out: 40
+# scored the same for the plain CNN, as row double-epochs did for the CNN), and its augmentation
+# for the search's weight training (whose epochs stay the search budget)
+V2_TRAIN = {"lr_warmup_epochs": 3, "gain_db": 4.3, "time_shift": 0.15}
 V2_SEARCH_TRAIN = {"gain_db": 4.3, "time_shift": 0.15}
 # the paper's candidates and a plain 3x3 convolution
 CONV3_OPS = tuple(op for op in REAL_SPEECH.space.cnn_ops if op != "none") + ("conv_3x3", "none")
@@ -123,8 +124,8 @@ ROWS: dict[str, dict[str, Any]] = {
     **{f"ref-{name}-train-on-val": {"baseline": name, "retrain": {"train_on_val": True}} for name in (
         "mfcc_stats", "egemaps", "egemaps:logreg", "compare2016", "compare2016:logreg")},
     # issue 30: the plain four-block CNN (benchmarks/_networks.py), a network outside the space,
-    # under the recipe; and the recipe issue 30's plain CNN trained with (V2: 80 epochs, 3 of
-    # linear warm-up, gain augmentation of +-4.3 dB (+-1 in natural-log power), time shift 15 %)
+    # under the recipe; and the recipe issue 30's plain CNN trained with (V2: 3 epochs of linear
+    # warm-up, gain augmentation of +-4.3 dB (+-1 in natural-log power), time shift 15 %)
     "plain_cnn": {"network": "plain_cnn"},
     "plain_cnn-v2": {"network": "plain_cnn", "retrain": V2_TRAIN},
     "recipe-v2": {"retrain": V2_TRAIN},

@@ -218,8 +218,10 @@ def write_atomically(path: str | os.PathLike[str], write: Any) -> Path:
             stream.flush()
             os.fsync(stream.fileno())  # the data is on disk before the name points to it
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as error:
         Path(temp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None:  # a full disk mid-write: name the file
+            raise OSError(error.errno, error.strerror, str(path)) from error
         raise
     return path
 

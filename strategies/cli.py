@@ -654,10 +654,11 @@ def main(argv: list[str] | None = None) -> int:
 def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from ser_space import ArchitectureError
 
-    from . import compat
+    from . import compat, lifeline
     from .data.errors import DataError
     from .runs import RunError
 
+    lifeline.claim(force=True)  # every process this command starts ends with it (strategies.lifeline)
     compat.apply()
     try:
         if args.command == "data":

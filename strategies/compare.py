@@ -37,6 +37,7 @@ in :func:`run_compare`; see the ``HOOK`` comment there.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -50,7 +51,7 @@ import numpy as np
 
 from ser_space import SpaceConfig
 
-from . import compat
+from . import compat, lifeline
 from .baselines import BASELINES
 from .data.prepare import DataConfig, PreparedData, prepare_data
 from .evaluator import TrainConfig
@@ -60,7 +61,7 @@ from .progress import bar
 from .progress import shown as progress_shown
 from .registry import get_strategy
 from .threads import fair_share, threads_for_run, use_threads
-from .runs import RunError, atomic_write, new_run_dir, package_versions, read_json, write_json
+from .runs import RunError, atomic_write, new_run_dir, package_versions, read_json, write_json, writer_lock
 from .search import SearchConfig, equal_budget
 from .stats import fold_means, paired_difference, paired_text
 
@@ -290,80 +291,83 @@ def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", d
         raise ValueError("a training service runs a comparison's jobs only with --dispatch trials")
     if threads is not None and threads < 1:
         raise ValueError(f"--threads {threads}: give 1 or more")
-    if resume is not None:
-        compare_dir = Path(resume)
-        if not (compare_dir / "compare.json").is_file():
-            raise RunError(f"{compare_dir}: not a comparison folder (no compare.json)")
-        config = CompareConfig.from_dict(read_json(compare_dir / "compare.json"))
-    elif config is None:
-        raise ValueError("run_compare needs a config or resume")
-    prepared = prepare_data(config.data, data_dir=data_dir, progress=progress)
-    space = adapt_space(config.space, prepared)
-    all_jobs = compare_jobs(config, prepared)
-    pending = [job for job in all_jobs if resume is None
-               or not (Path(resume) / job.run_name / f"fold-{job.fold}" / "metrics.json").is_file()]
-    if jobs > 1 and jobs > len(pending):  # checked before anything is written
-        raise ValueError(f"--jobs {jobs}: only {len(pending)} run(s) left to do; give --jobs {max(1, len(pending))} "
-                         "or fewer")
-    if resume is None:
-        compare_dir = new_run_dir(output_dir, f"{config.data.dataset}-compare")
-        write_json(compare_dir / "compare.json", config.to_dict())
-        write_json(compare_dir / "versions.json", package_versions())
-    logger.info("comparison folder %s: %d runs (%s x %d seed(s) x %d fold(s))", compare_dir, len(all_jobs),
-                ", ".join(config.methods), len(config.seeds), len({j.fold for j in all_jobs}))  # type: ignore[arg-type]
+    with contextlib.ExitStack() as stack:
+        if resume is not None:
+            compare_dir = Path(resume)
+            if not (compare_dir / "compare.json").is_file():
+                raise RunError(f"{compare_dir}: not a comparison folder (no compare.json)")
+            stack.enter_context(writer_lock(compare_dir))  # one writer of a comparison at a time
+            config = CompareConfig.from_dict(read_json(compare_dir / "compare.json"))
+        elif config is None:
+            raise ValueError("run_compare needs a config or resume")
+        prepared = prepare_data(config.data, data_dir=data_dir, progress=progress)
+        space = adapt_space(config.space, prepared)
+        all_jobs = compare_jobs(config, prepared)
+        pending = [job for job in all_jobs if resume is None
+                   or not (Path(resume) / job.run_name / f"fold-{job.fold}" / "metrics.json").is_file()]
+        if jobs > 1 and jobs > len(pending):  # checked before anything is written
+            raise ValueError(f"--jobs {jobs}: only {len(pending)} run(s) left to do; give --jobs {max(1, len(pending))} "
+                             "or fewer")
+        if resume is None:
+            compare_dir = new_run_dir(output_dir, f"{config.data.dataset}-compare")
+            stack.enter_context(writer_lock(compare_dir))
+            write_json(compare_dir / "compare.json", config.to_dict())
+            write_json(compare_dir / "versions.json", package_versions())
+        logger.info("comparison folder %s: %d runs (%s x %d seed(s) x %d fold(s))", compare_dir, len(all_jobs),
+                    ", ".join(config.methods), len(config.seeds), len({j.fold for j in all_jobs}))  # type: ignore[arg-type]
 
-    share = threads or (threads_for_run(None) if jobs == 1 else fair_share(jobs))
-    for run_name, run_config in {j.run_name: j.config for j in all_jobs}.items():
-        if not (compare_dir / run_name / "config.json").is_file():
-            write_json(compare_dir / run_name / "config.json", run_config.to_dict())
-    logger.info("%d of %d run(s) to do, %d at once, %d thread(s) each", len(pending), len(all_jobs), jobs, share)
-    started = time.perf_counter()
-    done = 0
-    try:
-        with progress_shown(progress):
-            job_bar = bar(len(all_jobs), "compare", "run")
-            job_bar.update(len(all_jobs) - len(pending))
-            if dispatch == "trials" and pending:
-                trials = _run_as_trials(pending, compare_dir, data_dir, jobs, share, trainer_kwargs, webui_host,
-                                        service)
-                for outcome in trials.pop("runs"):
-                    if "error" in outcome:
-                        logger.warning("%s: %s", outcome["job"], outcome["error"])
-                    else:
+        share = threads or (threads_for_run(None) if jobs == 1 else fair_share(jobs))
+        for run_name, run_config in {j.run_name: j.config for j in all_jobs}.items():
+            if not (compare_dir / run_name / "config.json").is_file():
+                write_json(compare_dir / run_name / "config.json", run_config.to_dict())
+        logger.info("%d of %d run(s) to do, %d at once, %d thread(s) each", len(pending), len(all_jobs), jobs, share)
+        started = time.perf_counter()
+        done = 0
+        try:
+            with progress_shown(progress):
+                job_bar = bar(len(all_jobs), "compare", "run")
+                job_bar.update(len(all_jobs) - len(pending))
+                if dispatch == "trials" and pending:
+                    trials = _run_as_trials(pending, compare_dir, data_dir, jobs, share, trainer_kwargs, webui_host,
+                                            service)
+                    for outcome in trials.pop("runs"):
+                        if "error" in outcome:
+                            logger.warning("%s: %s", outcome["job"], outcome["error"])
+                        else:
+                            done += 1
+                        job_bar.update(1)
+                elif jobs == 1:
+                    use_threads(share)
+                    for number, job in enumerate(pending, 1):
+                        logger.info("[%d/%d] %s fold %d", number, len(pending), job.run_name, job.fold)
+                        run_fold(job.config, prepared, space, prepared.folds[job.fold], compare_dir / job.run_name,
+                                 trainer_kwargs)
                         done += 1
-                    job_bar.update(1)
-            elif jobs == 1:
-                use_threads(share)
-                for number, job in enumerate(pending, 1):
-                    logger.info("[%d/%d] %s fold %d", number, len(pending), job.run_name, job.fold)
-                    run_fold(job.config, prepared, space, prepared.folds[job.fold], compare_dir / job.run_name,
-                             trainer_kwargs)
-                    done += 1
-                    job_bar.update(1)
-            else:
-                for outcome in _run_in_processes(pending, compare_dir, data_dir, jobs, share, trainer_kwargs):
-                    if "error" in outcome:
-                        logger.warning("%s fold %d failed: %s", outcome["run_name"], outcome["fold"], outcome["error"])
-                    else:
-                        done += 1
-                        logger.info("[%d/%d] %s fold %d: test UA %.4f (%.0f s)", done, len(pending),
-                                    outcome["run_name"], outcome["fold"], outcome["test_ua"], outcome["seconds"])
-                    job_bar.update(1)
-            job_bar.close()
-    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM / SIGHUP in the CLI: name what resumes
-        interrupt.resume_dir = compare_dir  # type: ignore[attr-defined]
-        raise
-    logger.info("%d run(s) done in %.0f s (%d already finished)", done, time.perf_counter() - started,
-                len(all_jobs) - len(pending))
-    for run_name, run_config in {j.run_name: j.config for j in all_jobs}.items():
-        _write_run_summary(compare_dir / run_name, run_config, prepared)
-    report = build_report(compare_dir)
-    if webui and dispatch == "trials" and done == len(all_jobs):
-        # every run was a trial of one experiment already: that is the comparison's web UI
-        report["webui"] = trials
-    elif webui:
-        report["webui"] = publish_to_webui(compare_dir, host=webui_host)
-    return compare_dir, report
+                        job_bar.update(1)
+                else:
+                    for outcome in _run_in_processes(pending, compare_dir, data_dir, jobs, share, trainer_kwargs):
+                        if "error" in outcome:
+                            logger.warning("%s fold %d failed: %s", outcome["run_name"], outcome["fold"], outcome["error"])
+                        else:
+                            done += 1
+                            logger.info("[%d/%d] %s fold %d: test UA %.4f (%.0f s)", done, len(pending),
+                                        outcome["run_name"], outcome["fold"], outcome["test_ua"], outcome["seconds"])
+                        job_bar.update(1)
+                job_bar.close()
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM / SIGHUP in the CLI: name what resumes
+            interrupt.resume_dir = compare_dir  # type: ignore[attr-defined]
+            raise
+        logger.info("%d run(s) done in %.0f s (%d already finished)", done, time.perf_counter() - started,
+                    len(all_jobs) - len(pending))
+        for run_name, run_config in {j.run_name: j.config for j in all_jobs}.items():
+            _write_run_summary(compare_dir / run_name, run_config, prepared)
+        report = build_report(compare_dir)
+        if webui and dispatch == "trials" and done == len(all_jobs):
+            # every run was a trial of one experiment already: that is the comparison's web UI
+            report["webui"] = trials
+        elif webui:
+            report["webui"] = publish_to_webui(compare_dir, host=webui_host)
+        return compare_dir, report
 
 
 def _job_process_init(threads: int) -> None:
@@ -378,6 +382,7 @@ def _job_process_init(threads: int) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s W %(name)s: %(message)s", datefmt="%H:%M:%S")
     use_threads(threads)
     compat.apply()
+    lifeline.watch_owner()  # end with the comparison that started this process, however it ends
 
 
 def _run_job(task: tuple[dict[str, Any], int, str, str | None, dict[str, Any] | None]) -> dict[str, Any]:

@@ -38,7 +38,7 @@ Fixes
    (``nni_node/common/restServer.js``) defaults to ``hostName = '0.0.0.0'`` and NNI's entry
    point (``nni_node/main.js``) never passes another, so anyone who can reach the machine
    can read and change a running experiment through NNI's unauthenticated API.
-   :func:`apply` adds ``--require strategies/nni_listen.js`` to ``NODE_OPTIONS`` (Node's
+   :func:`apply` adds ``--require strategies/nni_preload.js`` to ``NODE_OPTIONS`` (Node's
    documented preload hook; every NNI manager is a ``node`` child of this process), and that
    script makes a server asked to listen on all interfaces listen on
    ``$SER_NAS_MANAGER_HOST`` instead: the loopback address unless :func:`manager_host` says
@@ -65,6 +65,13 @@ Fixes
    manager. :func:`apply` raises the default to :data:`MANAGER_START_SECONDS` tries: a
    manager that answers sooner is found as soon as it does, and one that died still fails,
    with NNI's error, after that time.
+8. **A killed command orphans its manager and trials.** When the process that started an
+   experiment dies without stopping it (SIGKILL, the out-of-memory killer, a scheduler's hard
+   limit), NNI's node manager is re-parented to init and keeps its port, and its trials keep
+   training into the run folder. :func:`apply` makes this process the owner of what it starts
+   (:mod:`strategies.lifeline`: ``SER_NAS_OWNER`` in the environment every child inherits); the
+   manager's preload (``strategies/nni_preload.js``) and every trial started through this
+   module's entry point (:func:`_trial_main`) watch the owner and end when it is gone.
 """
 
 from __future__ import annotations
@@ -77,6 +84,8 @@ import sys
 import warnings
 from collections.abc import Iterator
 from typing import Any
+
+from . import lifeline
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +101,9 @@ TRIAL_ENTRY_MODULE = "strategies.compat"
 _applied = False
 #: Where NNI managers listen unless a user opts in to more (fix 4).
 LOOPBACK = "127.0.0.1"
-#: The environment variable that strategies/nni_listen.js reads (fix 4).
+#: The environment variable that strategies/nni_preload.js reads (fix 4).
 MANAGER_HOST_VARIABLE = "SER_NAS_MANAGER_HOST"
-_LISTEN_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nni_listen.js")
+_LISTEN_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nni_preload.js")
 _ALL_INTERFACES = ("0.0.0.0", "::")
 # Set by configure_experiment in the trial command line only (never read by the library).
 _SEED_VARIABLE = "SER_NAS_TRIAL_SEED"
@@ -182,6 +191,7 @@ def apply() -> None:
                            "strategies.compat needs updating for this NNI release")
     kwdefaults["ignore_comments"] = False
     serializer.load.__kwdefaults__ = kwdefaults
+    lifeline.claim()  # fix 8: what this process starts watches it (unless it was started for another owner)
     _preload_listen_script()
     _single_choice_as_legacy_dict()
     _patient_manager_start()
@@ -217,7 +227,7 @@ def _patient_manager_start() -> None:
 
 
 def _preload_listen_script() -> None:
-    """Fix 4: make every node process started from here preload strategies/nni_listen.js."""
+    """Fixes 4 and 8: make every node process started from here preload strategies/nni_preload.js."""
     if not os.path.isfile(_LISTEN_SCRIPT):  # pragma: no cover - a broken install
         raise RuntimeError(f"{_LISTEN_SCRIPT} is missing; reinstall ser-nas")
     option = f'--require "{_LISTEN_SCRIPT}"'
@@ -357,6 +367,7 @@ def _trial_main(argv: list[str]) -> None:
     if len(argv) < 2 or argv[0] != "-m":
         raise SystemExit("usage: python -m strategies.compat -m MODULE [ARGS...]")
     apply()
+    lifeline.watch_owner()  # fix 8: end with the command that started this trial
     from .threads import THREADS_VARIABLE, use_threads
 
     threads = os.environ.get(THREADS_VARIABLE, "")

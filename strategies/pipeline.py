@@ -23,8 +23,10 @@ skips finished folds and redoes the rest.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import errno
 import logging
 import math
 import shutil
@@ -53,7 +55,8 @@ from .webui import relocate_experiments
 from .progress import bar
 from .progress import shown as progress_shown
 from .reference import REFERENCE_BASELINES, fit_reference, is_reference, parse_reference, reference_features
-from .runs import RunError, atomic_write, new_run_dir, package_versions, read_json, save_model_bundle, write_json
+from .runs import (RunError, atomic_write, new_run_dir, package_versions, read_json, save_model_bundle, write_json,
+                   writer_lock)
 from .search import SearchConfig, SearchResult, run_search
 from .search_split import split_speakers
 
@@ -334,6 +337,17 @@ def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
+    try:
+        return _run_fold_into(config, prepared, space, fold, work, final, trainer_kwargs)
+    except OSError as error:
+        if error.errno == errno.ENOSPC:  # a full disk: only finished folds stay, and the space goes back
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _run_fold_into(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold: Fold, work: Path, final: Path,
+                   trainer_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """:func:`run_fold`'s work, in the fold's partial folder ``work`` (renamed to ``final`` when done)."""
     logger.info("fold %d (%s): train %d, val %d, test %d utterances; test speakers %s",
                 fold.index, fold.name, len(fold.train), len(fold.val), len(fold.test), ", ".join(fold.test_speakers))
     _check_fold_classes(prepared, fold, config.retrain.batch_size)
@@ -537,11 +551,28 @@ def run_pipeline(config: RunConfig, output_dir: str | Path = "runs", data_dir: s
     """
     compat.apply()
     use_threads(threads_for_run(threads))
-    if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "config.json").is_file():
-            raise RunError(f"{run_dir}: not a run folder (no config.json)")
-        config = RunConfig.from_dict(read_json(run_dir / "config.json"))
+    with contextlib.ExitStack() as stack:
+        if resume is not None:
+            run_dir = Path(resume)
+            if not (run_dir / "config.json").is_file():
+                raise RunError(f"{run_dir}: not a run folder (no config.json)")
+            # one writer at a time: this folder, and the comparison it belongs to if any
+            stack.enter_context(writer_lock(run_dir, also=[run_dir.parent] if _in_comparison(run_dir) else []))
+            config = RunConfig.from_dict(read_json(run_dir / "config.json"))
+        run_dir, summary = _run_folds(config, stack, output_dir, data_dir, run_dir if resume is not None else None,
+                                      progress, trainer_kwargs)
+    return run_dir, summary
+
+
+def _in_comparison(run_dir: Path) -> bool:
+    """Whether ``run_dir`` is one run of a ``ser-nas compare`` folder."""
+    return (run_dir.parent / "compare.json").is_file()
+
+
+def _run_folds(config: RunConfig, stack: contextlib.ExitStack, output_dir: str | Path, data_dir: str | Path | None,
+               run_dir: Path | None, progress: bool,
+               trainer_kwargs: dict[str, Any] | None) -> tuple[Path, dict[str, Any]]:
+    """:func:`run_pipeline` once its folder (``run_dir``, None for a new one) is settled and locked."""
     prepared = prepare_data(config.data, data_dir=data_dir, progress=progress)
     space = adapt_space(config.space, prepared)
     # every input checked before anything is written: a bad fold or architecture file leaves no folder
@@ -551,8 +582,9 @@ def run_pipeline(config: RunConfig, output_dir: str | Path = "runs", data_dir: s
             load_architecture(_architecture_file(config, fold), expected_config=space, resize=True)
     elif not config.baseline:
         _check_search_split(config.search, prepared, folds)
-    if resume is None:
+    if run_dir is None:
         run_dir = new_run_dir(output_dir, f"{config.data.dataset}-{config.method}")
+        stack.enter_context(writer_lock(run_dir))
         write_json(run_dir / "config.json", config.to_dict())
         write_json(run_dir / "versions.json", package_versions())
     logger.info("run folder %s", run_dir)
@@ -572,6 +604,11 @@ def run_pipeline(config: RunConfig, output_dir: str | Path = "runs", data_dir: s
             fold_bar.close()
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM / SIGHUP in the CLI: name what resumes
         interrupt.resume_dir = run_dir  # type: ignore[attr-defined]
+        raise
+    except OSError as error:
+        if error.errno == errno.ENOSPC:  # a full disk: one line naming the file, and what completes the run
+            raise RunError(f"{error.filename or run_dir}: no space left on the device; the run folder keeps its "
+                           f"finished folds: free some space and run ser-nas search --resume {run_dir}") from None
         raise
 
     summary = {"method": config.method, "dataset": config.data.dataset, "classes": list(prepared.classes),

@@ -23,6 +23,7 @@ Every file gets a row (:attr:`Predictions.files`), every window a row
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,7 +213,8 @@ class Predictor:
         files = [Path(f) for f in files]
         per_speaker = self.normalizer.kind == "per_speaker"
         rows, windows, pending = [], [], []
-        for path in tqdm(files, desc="predict", unit="file", disable=not progress, leave=False):
+        for path in tqdm(files, desc="predict", unit="file", disable=None if progress else True, leave=False,
+                         file=sys.stderr):  # a bar on a terminal only
             row, file_windows, inputs = self._windows(path, min_speech)
             if file_windows and per_speaker:  # scored once every file's windows are known
                 pending.append((row, file_windows, inputs))

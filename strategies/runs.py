@@ -7,6 +7,7 @@ never leaves a half-written file, and nothing already written is lost.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -14,6 +15,7 @@ import platform
 import sys
 import time
 from importlib import metadata
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ import numpy as np
 from ser_space.arch import write_atomically
 
 __all__ = ["atomic_write", "write_json", "read_json", "package_versions", "new_run_dir", "RunError",
-           "MODEL_FORMAT", "save_model_bundle", "load_model_bundle"]
+           "MODEL_FORMAT", "save_model_bundle", "load_model_bundle", "writer_lock"]
 
 MODEL_FORMAT = "ser-nas-model"
 MODEL_VERSION = 1
@@ -125,6 +127,47 @@ def new_run_dir(output_dir: str | Path, name: str) -> Path:
         except FileExistsError:
             continue
     raise RunError(f"{output_dir}: cannot create a new run folder")
+
+
+LOCK_NAME = ".lock"
+"""The file in a run or comparison folder that its writer holds an OS lock on."""
+
+
+@contextlib.contextmanager
+def writer_lock(folder: str | Path, also: Sequence[str | Path] = ()) -> Iterator[None]:
+    """Be the one writer of ``folder`` (and of the folders ``also``) inside the block.
+
+    An exclusive ``flock`` on ``folder/.lock``, which dies with its holder (a crash or SIGKILL
+    frees it, so the next ``--resume`` needs no cleanup); the file holds the holder's PID, which
+    the one-line :class:`RunError` of a second writer names. Without ``fcntl`` (Windows) the
+    block runs unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks here
+        yield
+        return
+    handles = []
+    try:
+        for path in (folder, *also):
+            lock = Path(path) / LOCK_NAME
+            handle = open(lock, "a+", encoding="ascii")
+            handles.append(handle)
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                raise RunError(f"{path}: another ser-nas command (PID {holder}) is writing this folder; wait for it "
+                               f"to finish or stop it, then try again") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+        yield
+    finally:
+        for handle in handles:
+            handle.close()  # closing releases the lock
 
 
 def save_model_bundle(path: str | Path, state_dict: dict[str, Any], architecture: dict[str, Any],

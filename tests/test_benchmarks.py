@@ -392,6 +392,6 @@ def test_recipe_ablation_trains_a_named_network_outside_the_space_on_the_same_fo
     spec.loader.exec_module(module)
     # the V2 rows change the retraining, and the search's weight training gets V2's augmentation only
     v2 = module.row_config("darts-v2", str(corpus.root), None, 3, tmp_path / "runs")
-    assert (v2.retrain.max_epochs, v2.retrain.lr_warmup_epochs, v2.retrain.gain_db) == (80, 3, 4.3)
+    assert (v2.retrain.max_epochs, v2.retrain.lr_warmup_epochs, v2.retrain.gain_db) == (40, 3, 4.3)
     assert v2.search_train.gain_db == 4.3 and v2.search_train.lr_warmup_epochs == 0
     assert v2.search.seed == v2.search_train.seed == v2.retrain.seed == 3

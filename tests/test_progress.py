@@ -63,3 +63,18 @@ def test_shown_false_turns_bars_off_in_nested_blocks() -> None:
             assert not progress.enabled()
             assert progress.bar(3, "x", "epoch").disable
         assert progress.enabled()
+
+
+def test_feature_extraction_logs_lines_not_a_bar_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
+    """The feature bar follows the rule of every bar: on a terminal only; a log file gets one
+    line per stage with its duration (issue 32)."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "strategies.cli", "data", "prepare", "--data-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr  # no carriage-return bar redraws in a log
+    assert any("features: 320 utterances computed in" in line for line in done.stderr.splitlines())

@@ -18,10 +18,13 @@ Features are computed once per (feature config, audio content) and cached under
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
 import os
+import sys
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -600,7 +603,9 @@ def _compute_missing(
     """Features of ``jobs``, in completion order, with an optional tqdm bar on stderr."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(jobs), desc="features", unit="utt", disable=not progress, leave=False)
+    # a bar on a terminal only (tqdm's disable=None); a log file or pipe gets rebuild's log lines
+    bar = tqdm(total=len(jobs), desc="features", unit="utt", disable=None if progress else True, leave=False,
+               file=sys.stderr)
     try:
         if num_workers <= 1 or len(jobs) < 2:
             for job in jobs:
@@ -670,7 +675,18 @@ class FeatureCache:
                 num_workers: int) -> None:
         """Write a new array: these utterances first (in order, unique by content, computed
         where not cached), then the cached rows no longer asked for, so other corpora's
-        features survive; then the index, and reload."""
+        features survive; then the index, and reload. A full disk is a one-line
+        :class:`DataError` naming the folder; the cache keeps its previous contents."""
+        try:
+            self._rebuild(hashes, utt_ids, paths, progress, num_workers)
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+            raise DataError(f"{self.folder}: no space left on the device for the feature cache; free some space and "
+                            f"run again (the cache keeps what it held)") from None
+
+    def _rebuild(self, hashes: Sequence[str], utt_ids: Sequence[str], paths: Sequence[str], progress: bool,
+                 num_workers: int) -> None:
         config, folder, old_array, old_entries = self.config, self.folder, self.array, self.entries
         first_position: dict[str, int] = {}
         for position, h in enumerate(hashes):
@@ -699,9 +715,12 @@ class FeatureCache:
             logger.info(
                 "features: computing %d utterances, reusing %d, into %s", len(jobs), reused, folder
             )
+            started = time.perf_counter()
             for new_row, matrix, sr in _compute_missing(jobs, progress, num_workers):
                 array[new_row] = matrix
                 entries[new_row]["sample_rate"] = sr
+            if jobs:
+                logger.info("features: %d utterances computed in %.1f s", len(jobs), time.perf_counter() - started)
             for offset, old_row in enumerate(kept_old):
                 array[len(unique_hashes) + offset] = old_array[old_row]
                 entries.append(dict(old_entries[old_row]))
