@@ -81,6 +81,45 @@ def test_compat_matches_librosa_directly() -> None:
     np.testing.assert_allclose(ours, reference, atol=1e-4)
 
 
+@pytest.mark.parametrize("preset", ["speech", "small", "compat"])
+def test_the_numpy_front_end_equals_librosa_on_real_speech(preset: str) -> None:
+    """compute_features computes librosa's definitions in NumPy (strategies.data.melspec, no numba
+    compile on a new machine); on real EmoDB clips, resampled, the values are librosa's to 1e-5
+    of their range (float32 rounding)."""
+    import librosa
+
+    config = FeatureConfig.speech(2.0) if preset == "speech" else FeatureConfig.preset(preset)
+    clips = sorted((EMODB / "wav").glob("*.wav"))[:6] if EMODB.is_dir() else []
+    if not clips:
+        pytest.skip(f"real-speech clips not found: {EMODB}/wav (EmoDB dev copy absent)")
+    for path in clips:
+        wave, sr = read_audio(path, config.sample_rate)
+        ours = compute_features(wave, sr, config)
+        y = features_module._fit_length(wave, config.clip_samples(sr), config)
+        common = dict(sr=sr, n_fft=config.n_fft, hop_length=config.hop_for(sr), win_length=config.win_length,
+                      window="hann", center=config.center, n_mels=config.n_mels)
+        if config.kind == "mfcc":
+            reference = librosa.feature.mfcc(y=y, n_mfcc=config.n_mfcc, **common)
+        else:
+            reference = librosa.power_to_db(librosa.feature.melspectrogram(y=y, **common))
+        reference = reference[:, :config.frames * config.time_pool]
+        reference = reference.reshape(len(reference), config.frames, config.time_pool).max(axis=2)
+        assert ours.shape == reference.shape
+        assert np.abs(ours - reference).max() <= 1e-5 * np.abs(reference).max(), path.name
+
+
+def test_computing_features_compiles_nothing(tmp_path: Path) -> None:
+    """Features never import librosa's numba-compiled modules (25-40 s on a new machine's first run)."""
+    code = ("import sys, numpy as np\n"
+            "from strategies.data.features import FeatureConfig, compute_features\n"
+            "for config in (FeatureConfig.speech(2.0), FeatureConfig.compat()):\n"
+            "    compute_features(np.zeros(44100, np.float32) + 0.01, 22050, config)\n"
+            "print(sorted(m for m in ('numba', 'librosa.feature', 'librosa.filters', 'librosa.util') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_compat_preset_values() -> None:
     config = FeatureConfig.compat()
     assert (config.sample_rate, config.clip_seconds, config.n_mfcc, config.n_mels) == (32750, 8.0, 128, 128)

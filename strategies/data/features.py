@@ -276,7 +276,7 @@ def compute_features(wave: np.ndarray, sr: int, config: FeatureConfig) -> np.nda
         (rounding, ``center=False``) repeat the last column; with ``pad_policy="none"`` the
         columns past the end of a short clip are zeros.
     """
-    import librosa  # lazy: slow import, and workers import this module too
+    from .melspec import mel_spectrogram, mfcc, power_to_db  # librosa's definitions in NumPy (no numba compile)
 
     wave = np.asarray(wave, dtype=np.float32)
     if wave.ndim != 1:
@@ -287,21 +287,11 @@ def compute_features(wave: np.ndarray, sr: int, config: FeatureConfig) -> np.nda
     wave = _fit_length(wave, config.clip_samples(sr), config)
     hop = config.hop_for(sr)
     win_length = config.win_length or config.n_fft
-    common = dict(
-        sr=sr,
-        n_fft=config.n_fft,
-        hop_length=hop,
-        win_length=win_length,
-        window="hann",
-        center=config.center,
-        n_mels=config.n_mels,
-    )
+    matrix = mel_spectrogram(wave, sr, config.n_fft, hop, win_length, config.n_mels, center=config.center)
     if config.kind == "mfcc":
-        matrix = librosa.feature.mfcc(y=wave, n_mfcc=config.n_mfcc, **common)
-    else:
-        matrix = librosa.feature.melspectrogram(y=wave, **common)
-        if config.db:
-            matrix = librosa.power_to_db(matrix)
+        matrix = mfcc(power_to_db(matrix), config.n_mfcc)
+    elif config.db:
+        matrix = power_to_db(matrix)
     raw = config.frames * config.time_pool
     columns = matrix.shape[1]
     if columns > raw:
