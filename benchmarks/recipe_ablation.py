@@ -129,6 +129,8 @@ ROWS: dict[str, dict[str, Any]] = {
     "plain_cnn": {"network": "plain_cnn"},
     "plain_cnn-v2": {"network": "plain_cnn", "retrain": V2_TRAIN},
     "recipe-v2": {"retrain": V2_TRAIN},
+    "plain_cnn-v2-noclip": {"network": "plain_cnn", "retrain": {**V2_TRAIN, "gradient_clip": None}},
+    "recipe-v2-noclip": {"retrain": {**V2_TRAIN, "gradient_clip": None}},
     "wide-v2": {"retrain": V2_TRAIN, "space": {"channels": REAL_SPEECH.space.channels * 2}},
     "recipe-v2-per-utterance": {"retrain": V2_TRAIN, "features": {"normalization": "per_utterance"}},
     "recipe-v2-no-gain": {"retrain": {**V2_TRAIN, "gain_db": 0.0}},

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ __all__ = [
     "parse_architecture",
     "build_model",
     "count_parameters",
+    "count_multiply_adds",
     "random_architecture",
 ]
 
@@ -321,6 +323,43 @@ def build_model(arch: Architecture | dict[str, Any], config: SpaceConfig | dict[
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (optionally only those with ``requires_grad``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+
+
+def count_multiply_adds(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-adds of one forward pass of ``model`` on an input of ``input_shape``.
+
+    Matrix products and convolutions as torch's FLOP counter counts them (half its FLOPs), plus
+    the recurrences, which it does not see (a fused op): per step, layer and direction, gates x
+    (input + hidden) x hidden.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    recurrent = [0]
+
+    def count(module: nn.RNNBase, inputs: tuple[torch.Tensor, ...], output: Any) -> None:
+        x = inputs[0]
+        steps = x.shape[1] if module.batch_first else x.shape[0]
+        batch = x.shape[0] if module.batch_first else x.shape[1]
+        directions = 2 if module.bidirectional else 1
+        for layer in range(module.num_layers):
+            width = module.input_size if layer == 0 else module.hidden_size * directions
+            recurrent[0] += (_GATES[module.mode] * (width + module.hidden_size) * module.hidden_size
+                             * steps * batch * directions)
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.RNNBase)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(*input_shape))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return int(math.ceil(counter.get_total_flops() / 2)) + recurrent[0]
 
 
 def random_architecture(config: SpaceConfig | dict[str, Any] | None = None, seed: int | None = None) -> dict[str, Any]:

@@ -217,11 +217,12 @@ class FactorizedReduce(nn.Module):
 
     def forward_activated(self, x: torch.Tensor) -> torch.Tensor:
         """``forward(x) == forward_activated(relu(x))`` (see :meth:`DilConv.forward_activated`)."""
-        even, odd = x[:, :, ::2, ::2], x[:, :, 1::2, 1::2]
-        if odd.shape != even.shape:
-            # odd sides: the shifted branch's last row / column is the zero padding
-            # (constant padding keeps the memory format)
-            odd = nn.functional.pad(odd, (0, even.size(3) - odd.size(3), 0, even.size(2) - odd.size(2)))
+        even = x[:, :, ::2, ::2]
+        # the shifted branch reads x padded by one zero row and column at the end: on an odd side
+        # its last row / column is that padding, on an even side the padding is never read. No
+        # branch on the input's shape, so a traced export (ONNX) is right for any size; constant
+        # padding keeps the memory format.
+        odd = nn.functional.pad(x, (0, 1, 0, 1))[:, :, 1::2, 1::2]
         return self.bn(torch.cat([nn.functional.conv2d(even, self.conv_1.weight),
                                   nn.functional.conv2d(odd, self.conv_2.weight)], dim=1))
 

@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="emotion and class probabilities of recordings of any length",
                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=PREDICT_EXAMPLE)
-    predict.add_argument("model", help="model.pt, or a run folder (its first finished fold)")
+    predict.add_argument("model", help="model.pt, a run folder (its first finished fold), or an .onnx file of "
+                                       "ser-nas export (run in ONNX Runtime)")
     predict.add_argument("inputs", nargs="+", help="audio files or folders")
     predict.add_argument("--fold", type=int, default=None, help="which fold's model of a run folder")
     predict.add_argument("--output", default=None,
@@ -223,6 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="least speech a window (and a recording) needs to be judged; less is flagged too_short")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.add_argument("--verbose", action="store_true")
+
+    export = sub.add_parser("export", help="write a found network as one ONNX file per fold: raw audio in, class "
+                                           "probabilities out (needs pip install 'ser-nas[deploy]')")
+    export.add_argument("model", help="a run folder (every finished fold) or a model.pt")
+    export.add_argument("--fold", type=int, default=None, help="only this fold of a run folder")
+    export.add_argument("--output", default=None,
+                        help="the .onnx file (one model), or a folder for a run's folds (default: model.onnx beside "
+                             "each model.pt)")
+    export.add_argument("--verbose", action="store_true")
 
     view = sub.add_parser("view", help="open a finished run's NNI experiment(s) in the NNI web UI")
     view.add_argument("run", help="run folder or NNI experiment folder")
@@ -421,6 +431,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} of {len(table)} file(s) could not be read", file=sys.stderr)
     return 1 if failed else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export one model, or every finished fold of a run, to ONNX; print each file written."""
+    from .export import export_onnx
+    from .predict import find_model
+    from .runs import RunError
+
+    source = Path(args.model)
+    if source.is_dir() and args.fold is None:
+        models = sorted(source.glob("fold-*/model.pt"), key=lambda p: int(p.parent.name.split("-")[1]))
+        if not models:
+            find_model(source)  # the one-line error of a folder without a finished fold
+    else:
+        models = [find_model(source, args.fold)]
+    output = Path(args.output) if args.output else None
+    if output is not None and output.suffix.lower() == ".onnx" and len(models) > 1:
+        raise RunError(f"--output {output}: {len(models)} folds to export; give a folder, or --fold K")
+    for model in models:
+        if output is None:
+            target = model.with_suffix(".onnx")
+        elif output.suffix.lower() == ".onnx":
+            target = output
+        else:
+            target = output / f"{model.parent.parent.name}-{model.parent.name}.onnx"
+        export_onnx(model, target)
+        print(f"wrote {target} ({target.stat().st_size / 1024:.0f} KiB)")
+    return 0
 
 
 def cmd_view(args: argparse.Namespace) -> int:
@@ -673,6 +711,8 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             return cmd_predict(args)
         if args.command == "view":
             return cmd_view(args)
+        if args.command == "export":
+            return cmd_export(args)
         if args.command == "compare":
             return cmd_compare(args)
         if args.command == "reproduce":

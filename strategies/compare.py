@@ -496,7 +496,7 @@ def _fold_metrics(run_dir: Path) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- report
 
 _RESULT_COLUMNS = ("method", "kind", "seed", "fold", "test_ua", "test_wa", "test_f1", "val_ua", "parameters",
-                   "search_seconds", "retrain_seconds", "run")
+                   "multiply_adds", "search_seconds", "retrain_seconds", "run")
 
 
 def _kind(method: str) -> str:
@@ -543,7 +543,7 @@ def build_report(compare_dir: str | Path) -> dict[str, Any]:
         for metrics in _fold_metrics(run_dir):
             rows.append({"method": method, "kind": _kind(method), "seed": seed, "fold": int(metrics["fold"]),
                          **{k: metrics.get(k) for k in ("test_ua", "test_wa", "test_f1", "val_ua", "parameters",
-                                                        "search_seconds", "retrain_seconds")},
+                                                        "multiply_adds", "search_seconds", "retrain_seconds")},
                          "run": f"{run_dir.name}/fold-{metrics['fold']}"})
             search_file = run_dir / f"fold-{metrics['fold']}" / "search.json"
             if search_file.is_file():
@@ -563,11 +563,14 @@ def build_report(compare_dir: str | Path) -> dict[str, Any]:
         if not metrics:
             continue
         summary = summarize_folds(metrics)
+        macs = [m["multiply_adds"] for m in metrics if m.get("multiply_adds") is not None]
         table_rows.append({
             "method": method, "kind": _kind(method), "budget": budgets.get(method, ""), "runs": len(metrics),
             **{f"{key}_{stat}": summary[key][stat]
                for key in ("test_ua", "test_wa", "test_f1", "parameters", "search_seconds", "retrain_seconds")
                for stat in ("mean", "std")},
+            # a network's cost per window (reference baselines have none)
+            "multiply_adds_mean": float(np.mean(macs)) if macs else None,
         })
     _pair_with_best_hand_designed(table_rows, rows)
     table = pd.DataFrame([{k: v for k, v in r.items() if k != "paired"} for r in table_rows])
@@ -642,8 +645,8 @@ def markdown_table(table_rows: Sequence[dict[str, Any]]) -> str:
     best = next((row.get("paired_against") for row in table_rows if row.get("paired_against")), None)
     against = f"minus {best}, paired over folds: mean [95 % CI], p" if best else "minus the best hand-designed row"
     lines = [f"| method | kind | search budget | runs | test UA | {against} | test WA | test F1 | parameters "
-             f"| search s | retrain s |",
-             "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+             f"| multiply-adds per window | search s | retrain s |",
+             "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for row in table_rows:
         paired = paired_text(row.get("paired")) or ("(best)" if best and row["method"] == best else "-")
         lines.append(
@@ -652,6 +655,7 @@ def markdown_table(table_rows: Sequence[dict[str, Any]]) -> str:
             f"| {_format_mean_std(row['test_wa_mean'], row['test_wa_std'])} "
             f"| {_format_mean_std(row['test_f1_mean'], row['test_f1_std'])} "
             f"| {row['parameters_mean']:,.0f} "
+            f"| {'-' if row.get('multiply_adds_mean') is None else format(row['multiply_adds_mean'] / 1e6, ',.1f') + ' M'} "
             f"| {_format_mean_std(row['search_seconds_mean'], row['search_seconds_std'], digits=0)} "
             f"| {_format_mean_std(row['retrain_seconds_mean'], row['retrain_seconds_std'], digits=0)} |")
     return "\n".join(lines) + "\n"

@@ -39,8 +39,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from ser_space import (SpaceConfig, build_model, count_parameters, draw_cells, export_architecture, fast,
-                       load_architecture, save_architecture, validate_architecture)
+from ser_space import (SpaceConfig, build_model, count_multiply_adds, count_parameters, draw_cells, export_architecture,
+                       fast, load_architecture, save_architecture, validate_architecture)
 
 from . import compat
 from .baselines import BASELINES, hand_designed_architecture
@@ -389,6 +389,8 @@ def _run_fold_into(config: RunConfig, prepared: PreparedData, space: SpaceConfig
     pl.seed_everything(config.retrain.seed, workers=True)
     model = build_model(sample, retrain_space)
     parameters = count_parameters(model)
+    # the cost of one window's forward pass, beside the accuracy (ser-nas compare shows both)
+    multiply_adds = count_multiply_adds(model, (1, space.in_channels, space.n_mfcc, space.frames))
     # train_on_val: the validation speakers join the training data (their metrics below are then
     # in-sample; nothing is selected on them, the last epoch is kept); the test fold stays untouched
     retrain_data = _with_val(datasets) if config.retrain.train_on_val else datasets["train"]
@@ -432,6 +434,7 @@ def _run_fold_into(config: RunConfig, prepared: PreparedData, space: SpaceConfig
         "search_val_ua": None if search is None else search.val_ua,  # what the search saw of its choice
         "selected_epoch": selected_epoch,
         "parameters": parameters,
+        "multiply_adds": multiply_adds,
         "search_seconds": search_seconds,
         "retrain_seconds": retrain_seconds,
     }
@@ -614,7 +617,7 @@ def _run_folds(config: RunConfig, stack: contextlib.ExitStack, output_dir: str |
     summary = {"method": config.method, "dataset": config.data.dataset, "classes": list(prepared.classes),
                "per_fold": [{**{k: m[k] for k in ("fold", "test_ua", "test_wa", "test_f1", "parameters",
                                                    "search_seconds", "retrain_seconds")},
-                             **{k: m.get(k) for k in ("val_ua", "search_val_ua")}} for m in metrics],
+                             **{k: m.get(k) for k in ("val_ua", "search_val_ua", "multiply_adds")}} for m in metrics],
                **summarize_folds(metrics)}
     write_json(run_dir / "summary.json", summary)
     _write_results_csv(run_dir / "results.csv", metrics)
@@ -624,7 +627,7 @@ def _run_folds(config: RunConfig, stack: contextlib.ExitStack, output_dir: str |
 def _write_results_csv(path: Path, metrics: list[dict[str, Any]]) -> None:
     import pandas as pd
 
-    columns = ("fold", "fold_name", "method", "test_ua", "test_wa", "test_f1", "val_ua", "selected_epoch",
-               "parameters", "search_seconds", "retrain_seconds")
+    columns = ("fold", "fold_name", "method", "test_ua", "test_wa", "test_f1", "val_ua", "search_val_ua",
+               "selected_epoch", "parameters", "multiply_adds", "search_seconds", "retrain_seconds")
     frame = pd.DataFrame([{c: m.get(c) for c in columns} for m in metrics])
     atomic_write(path, lambda h: frame.to_csv(h, index=False))

@@ -38,13 +38,13 @@ from ser_space import build_model, parse_architecture
 from .data.audio import read_audio
 from .data.corpora import AUDIO_SUFFIXES
 from .data.errors import DataError
-from .data.features import FeatureConfig, Normalizer, compute_features, standardise_per_speaker
+from .data.features import FeatureConfig, Normalizer, compute_features, fit_length, standardise_per_speaker
 from .data.vad import FRAME_SECONDS, speech_frames
 from .runs import RunError, load_model_bundle
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_predictor", "Predictor", "Predictions", "find_model", "audio_files", "STATUSES"]
+__all__ = ["load_predictor", "Predictor", "OnnxPredictor", "Predictions", "find_model", "audio_files", "STATUSES"]
 
 STATUSES = ("ok", "no_speech", "too_short", "error")
 #: Default least speech, in seconds, for a window (and a recording) to be judged.
@@ -134,6 +134,23 @@ class Predictor:
             out.append(torch.softmax(self.model(x).float(), dim=1).numpy())
         return np.concatenate(out)
 
+    @property
+    def _per_speaker(self) -> bool:
+        """Whether the windows of a call are standardised together (a per-speaker model)."""
+        return self.normalizer.kind == "per_speaker"
+
+    def _window_input(self, segment: np.ndarray, sr: int) -> np.ndarray:
+        """What the model reads of one window: its features (not yet normalised)."""
+        return compute_features(segment, sr, self.features)
+
+    def _normalised(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """One file's window inputs, normalised by the model's fold statistics or each by itself."""
+        return [self.normalizer.transform(x) for x in inputs]
+
+    def _call_probabilities(self, inputs: list[np.ndarray]) -> np.ndarray:
+        """The probabilities of a per-speaker model's windows of one call, standardised together."""
+        return self._probabilities(list(standardise_per_speaker(np.stack(inputs), ["speaker"] * len(inputs))))
+
     def _windows(self, path: Path, min_speech: float) -> tuple[dict[str, Any], list[dict[str, Any]], list[np.ndarray]]:
         """A file's row, its windows and their (un-normalised) features; no windows when it cannot be judged."""
         nan = {f"p_{c}": float("nan") for c in self.classes}
@@ -168,7 +185,7 @@ class Predictor:
             first, last = int(start / FRAME_SECONDS), int(np.ceil(end / FRAME_SECONDS))
             windows.append({"path": str(path), "start": start, "end": end,
                             "speech_seconds": float(speech[first:last].sum()) * FRAME_SECONDS})
-            inputs.append(compute_features(wave[int(round(start * sr)):int(round(end * sr))], sr, self.features))
+            inputs.append(self._window_input(wave[int(round(start * sr)):int(round(end * sr))], sr))
         return row, windows, inputs
 
     def _score_as_one_speaker(self, found: list[tuple[dict[str, Any], list[dict[str, Any]], list[np.ndarray]]],
@@ -179,16 +196,14 @@ class Predictor:
         if len(inputs) < PER_SPEAKER_WINDOWS:
             logger.warning("per-speaker normalisation from %d window(s) only: give the model several recordings "
                            "of the speaker in one call (its statistics come from them)", len(inputs))
-        inputs = list(standardise_per_speaker(np.stack(inputs), ["speaker"] * len(inputs)))
+        probs = self._call_probabilities(inputs)
         start = 0
         for row, windows, file_inputs in found:
-            self._score(row, windows, inputs[start:start + len(file_inputs)], min_speech)
+            self._fill(row, windows, probs[start:start + len(file_inputs)], min_speech)
             start += len(file_inputs)
 
-    def _score(self, row: dict[str, Any], windows: list[dict[str, Any]], inputs: list[np.ndarray],
-               min_speech: float) -> None:
-        """Fill ``row`` and ``windows`` with the scores of the (normalised) ``inputs``."""
-        probs = self._probabilities(inputs)
+    def _fill(self, row: dict[str, Any], windows: list[dict[str, Any]], probs: np.ndarray, min_speech: float) -> None:
+        """Fill ``row`` and ``windows`` with the windows' probabilities ``probs``."""
         weights = np.array([w["speech_seconds"] for w in windows])
         used = weights >= min_speech
         if not used.any():  # speech scattered thinner than min_speech per window: the window with the most
@@ -211,7 +226,7 @@ class Predictor:
         if min_speech <= 0:
             raise ValueError(f"min_speech must be > 0 seconds, got {min_speech}")
         files = [Path(f) for f in files]
-        per_speaker = self.normalizer.kind == "per_speaker"
+        per_speaker = self._per_speaker
         rows, windows, pending = [], [], []
         for path in tqdm(files, desc="predict", unit="file", disable=None if progress else True, leave=False,
                          file=sys.stderr):  # a bar on a terminal only
@@ -219,7 +234,7 @@ class Predictor:
             if file_windows and per_speaker:  # scored once every file's windows are known
                 pending.append((row, file_windows, inputs))
             elif file_windows:
-                self._score(row, file_windows, [self.normalizer.transform(x) for x in inputs], min_speech)
+                self._fill(row, file_windows, self._probabilities(self._normalised(inputs)), min_speech)
             rows.append(row)
             windows.extend(file_windows)
         if pending:
@@ -236,6 +251,45 @@ class Predictor:
         return self.analyse(files, min_speech).files
 
 
+class OnnxPredictor(Predictor):
+    """An exported ONNX graph (``ser-nas export``) in ONNX Runtime: the same windows, voice
+    activity and statuses as :class:`Predictor`; each window's audio goes into the graph, which
+    computes and normalises the features itself (a per-speaker graph over the whole call)."""
+
+    def __init__(self, path: Path, threads: int = 1) -> None:
+        from .export import onnx_session, read_metadata
+
+        meta = read_metadata(path)
+        self.source = path
+        self.classes = list(meta["classes"])
+        self.features = FeatureConfig.from_dict(meta["features"])
+        self.normalizer = None  # type: ignore[assignment]  # the graph normalises
+        self.per_speaker = meta["normalization"] == "per_speaker"
+        self.session = onnx_session(path, threads)
+
+    def _window_input(self, segment: np.ndarray, sr: int) -> np.ndarray:
+        # the window's audio as the features of the training clips saw it: cropped or padded to the window
+        return fit_length(np.asarray(segment, dtype=np.float32), self.features.clip_samples(sr), self.features)
+
+    def _normalised(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return inputs  # the graph normalises
+
+    def _probabilities(self, inputs: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
+        out = [self.session.run(None, {"audio": np.stack(inputs[start:start + batch_size])})[0]
+               for start in range(0, len(inputs), batch_size)]
+        return np.concatenate(out)
+
+    def _call_probabilities(self, inputs: list[np.ndarray]) -> np.ndarray:
+        return self.session.run(None, {"audio": np.stack(inputs)})[0]  # one batch: one speaker's statistics
+
+    @property
+    def _per_speaker(self) -> bool:
+        return self.per_speaker
+
+
 def load_predictor(path: str | Path, fold: int | None = None) -> Predictor:
+    """A :class:`Predictor` of a model file or run folder, or an :class:`OnnxPredictor` of an ``.onnx`` file."""
+    if Path(path).suffix.lower() == ".onnx" and Path(path).is_file():
+        return OnnxPredictor(Path(path))
     model_path = find_model(path, fold)
     return Predictor(load_model_bundle(model_path), model_path)

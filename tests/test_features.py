@@ -95,7 +95,7 @@ def test_the_numpy_front_end_equals_librosa_on_real_speech(preset: str) -> None:
     for path in clips:
         wave, sr = read_audio(path, config.sample_rate)
         ours = compute_features(wave, sr, config)
-        y = features_module._fit_length(wave, config.clip_samples(sr), config)
+        y = features_module.fit_length(wave, config.clip_samples(sr), config)
         common = dict(sr=sr, n_fft=config.n_fft, hop_length=config.hop_for(sr), win_length=config.win_length,
                       window="hann", center=config.center, n_mels=config.n_mels)
         if config.kind == "mfcc":

@@ -47,6 +47,7 @@ __all__ = [
     "compute_features",
     "extract_features",
     "file_sha1",
+    "fit_length",
     "standardise_per_speaker",
     "standardise_per_utterance",
     "gain_level",
@@ -244,7 +245,7 @@ class FeatureConfig:
 
 
 # ---------------------------------------------------------------------- computation
-def _fit_length(wave: np.ndarray, samples: int, config: FeatureConfig) -> np.ndarray:
+def fit_length(wave: np.ndarray, samples: int, config: FeatureConfig) -> np.ndarray:
     """Crop or pad ``wave`` to ``samples`` following the config's policies."""
     if len(wave) > samples:
         start = 0 if config.crop_policy == "start" else (len(wave) - samples) // 2
@@ -284,7 +285,7 @@ def compute_features(wave: np.ndarray, sr: int, config: FeatureConfig) -> np.nda
     if config.sample_rate is not None and sr != config.sample_rate:
         wave = resample(wave, sr, config.sample_rate)
         sr = config.sample_rate
-    wave = _fit_length(wave, config.clip_samples(sr), config)
+    wave = fit_length(wave, config.clip_samples(sr), config)
     hop = config.hop_for(sr)
     win_length = config.win_length or config.n_fft
     matrix = mel_spectrogram(wave, sr, config.n_fft, hop, win_length, config.n_mels, center=config.center)
