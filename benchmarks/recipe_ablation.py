@@ -130,6 +130,10 @@ ROWS: dict[str, dict[str, Any]] = {
     "plain_cnn-v2": {"network": "plain_cnn", "retrain": V2_TRAIN},
     "recipe-v2": {"retrain": V2_TRAIN},
     "plain_cnn-v2-noclip": {"network": "plain_cnn", "retrain": {**V2_TRAIN, "gradient_clip": None}},
+    # every 10-ms frame kept (200 per 2 s) instead of the max of each pair (100): the CNN's two
+    # reductions then end at 50 frames
+    "recipe-200": {"features": {"frames": 200, "time_pool": 1}},
+    "plain_cnn-200": {"network": "plain_cnn", "features": {"frames": 200, "time_pool": 1}},
     "recipe-v2-noclip": {"retrain": {**V2_TRAIN, "gradient_clip": None}},
     "wide-v2": {"retrain": V2_TRAIN, "space": {"channels": REAL_SPEECH.space.channels * 2}},
     "recipe-v2-per-utterance": {"retrain": V2_TRAIN, "features": {"normalization": "per_utterance"}},
