@@ -271,17 +271,21 @@ def table(rows: list[dict[str, Any]], base: str = "recipe", twin_suffix: str | N
         return by_name.get(name.removesuffix(twin_suffix)) if name.endswith(twin_suffix) else None
 
     against = f"the same row without {twin_suffix}" if twin_suffix else base
+    searched = any(r.get("search_val_ua_mean") is not None for r in rows)
+    extra = " search's own val UA |" if searched else ""
     lines = [f"| row | seeds | runs | test UA | seed std | test WA | minus {against}, paired over folds: mean [95 % CI], "
-             "p | parameters | minutes |",
-             "|---|---|---:|---:|---:|---:|---|---:|---:|"]
+             f"p |{extra} parameters | minutes |",
+             "|---|---|---:|---:|---:|---:|---|" + ("---:|" if searched else "") + "---:|---:|"]
     for r in rows:
         baseline = base_of(r["row"])
         diff = paired(r, baseline) if baseline is not None else None
         r["paired"] = diff
         text = paired_text(diff)
+        own = "" if not searched else (" - |" if r.get("search_val_ua_mean") is None
+                                       else f" {r['search_val_ua_mean']:.3f} |")
         lines.append(f"| {r['row']} | {','.join(map(str, r['seeds']))} | {r['runs']} | "
                      f"{r['test_ua_mean']:.3f} ± {r['test_ua_std']:.3f} | "
-                     f"{r['test_ua_seed_std']:.3f} | {r['test_wa_mean']:.3f} ± {r['test_wa_std']:.3f} | {text} | "
+                     f"{r['test_ua_seed_std']:.3f} | {r['test_wa_mean']:.3f} ± {r['test_wa_std']:.3f} | {text} |{own} "
                      f"{r['parameters']:,} | {r['minutes']:.1f} |")
     return "\n".join(lines)
 
