@@ -31,7 +31,7 @@ never from values held in memory.
 Web UI. Multi-trial searches appear in NNI's web UI as experiments (their ids are listed in
 ``report.json``); one-shot searches run in this process and do not. The jobs are built by
 :func:`compare_jobs` as a plain list, so a runner that shows each job as an NNI trial (the
-planned ``strategies.webui.run_jobs_as_trials``) can take them instead of the sequential loop
+planned ``strategies.trials.run_jobs_as_trials``) can take them instead of the sequential loop
 in :func:`run_compare`; see the ``HOOK`` comment there.
 """
 
@@ -270,7 +270,7 @@ def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", d
         ``processes`` (this machine: in this process, or ``jobs`` processes), or ``trials``:
         every pending run is a trial of one NNI experiment (``compare_dir/trials/nni/<id>``),
         ``jobs`` at once, on ``service``'s training service, shown in the web UI while it runs
-        (:func:`strategies.webui.run_jobs_as_trials`). A failed run is logged and the others go on.
+        (:func:`strategies.trials.run_jobs_as_trials`). A failed run is logged and the others go on.
     service
         A :class:`~strategies.search.SearchConfig` whose training-service fields say where
         ``trials`` run (default: this machine). Remote trial machines need this package, the
@@ -385,7 +385,7 @@ def _job_process_init(threads: int) -> None:
     lifeline.watch_owner()  # end with the comparison that started this process, however it ends
 
 
-def _run_job(task: tuple[dict[str, Any], int, str, str | None, dict[str, Any] | None]) -> dict[str, Any]:
+def run_comparison_job(task: tuple[dict[str, Any], int, str, str | None, dict[str, Any] | None]) -> dict[str, Any]:
     """One (method, seed, fold) run in a job process; its outcome, or the error that stopped it."""
     config_dict, fold, run_dir, data_dir, trainer_kwargs = task
     started = time.perf_counter()
@@ -414,7 +414,7 @@ def _run_in_processes(jobs: list[CompareJob], compare_dir: Path, data_dir: str |
               None if data_dir is None else str(data_dir), trainer_kwargs) for job in jobs]
     pool = context.Pool(processes, initializer=_job_process_init, initargs=(threads,))
     try:
-        yield from pool.imap_unordered(_run_job, tasks)
+        yield from pool.imap_unordered(run_comparison_job, tasks)
         pool.close()
     except BaseException:
         pool.terminate()  # SIGTERM to every job process: each stops its NNI experiment
@@ -428,7 +428,7 @@ def _run_as_trials(jobs: list[CompareJob], compare_dir: Path, data_dir: str | Pa
                    service: Any | None) -> dict[str, Any]:
     """Run ``jobs`` as the trials of one NNI experiment (job kind ``run`` of :mod:`strategies.trial_job`)."""
     from .data.prepare import default_data_dir
-    from .webui import run_jobs_as_trials
+    from .trials import run_jobs_as_trials
 
     specs = [{"id": f"{job.run_name}-fold{job.fold}", "kind": "run", "config": job.config.to_dict(),
               "fold": job.fold, "run_dir": str((compare_dir / job.run_name).resolve()),
@@ -455,7 +455,7 @@ def publish_to_webui(compare_dir: str | Path, port: int = 0, concurrency: int = 
     experiment lives in ``compare_dir/webui/nni/<id>``; ``ser-nas view compare_dir`` reopens
     it. Returns ``{"experiment_id", "experiment_dir", "trials"}`` (also in ``webui.json``).
     """
-    from .webui import run_jobs_as_trials
+    from .trials import run_jobs_as_trials
 
     compare_dir = Path(compare_dir)
     folders = sorted(p.parent for p in compare_dir.glob("*-seed*/fold-*/metrics.json"))

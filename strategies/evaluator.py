@@ -28,6 +28,7 @@ from torch import nn
 
 from .augment import Augmentation
 from .progress import EpochBar, enabled
+from .trials import nni_metric
 
 logger = logging.getLogger(__name__)
 
@@ -338,7 +339,7 @@ class SERModule(LightningModule):
                     entry["epoch"] + 1, self.max_epochs, entry["train_loss"], val_loss,
                     metrics["ua"], metrics["wa"])
         if nni.get_current_parameter() is not None:
-            nni.report_intermediate_result(_nni_metric(entry))
+            nni.report_intermediate_result(nni_metric(entry))
         return entry
 
     def selected_entry(self) -> dict[str, Any] | None:
@@ -352,7 +353,7 @@ class SERModule(LightningModule):
     def on_fit_end(self) -> None:
         entry = self.selected_entry()
         if entry is not None and nni.get_current_parameter() is not None:
-            nni.report_final_result(_nni_metric(entry))
+            nni.report_final_result(nni_metric(entry))
 
     # -- optimisation
     def configure_optimizers(self) -> Any:
@@ -382,15 +383,6 @@ def _warmup_cosine(warmup: int, epochs: int, floor: float) -> Any:
             return (epoch + 1) / (warmup + 1)
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup) / max(1, epochs - warmup)))
     return factor
-
-
-def _nni_metric(entry: dict[str, Any]) -> dict[str, float]:
-    metric = {"default": float(entry["val_ua"]), "val_wa": float(entry["val_wa"]),
-              "val_f1": float(entry["val_f1"]), "val_loss": float(entry["val_loss"])}
-    train_loss = float(entry.get("train_loss", float("nan")))
-    if math.isfinite(train_loss):  # the learning curve beside the validation one, in the web UI too
-        metric["train_loss"] = train_loss
-    return metric
 
 
 class _StopOnInterrupt(Callback):

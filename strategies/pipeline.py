@@ -51,7 +51,7 @@ from .data.prepare import DataConfig, PreparedData, prepare_data
 from .evaluator import SERModule, TrainConfig, evaluate_model, make_lightning
 from .plots import plot_confusion, plot_history
 from .threads import threads_for_run, use_threads
-from .webui import relocate_experiments
+from .trials import relocate_experiments
 from .progress import bar
 from .progress import shown as progress_shown
 from .reference import REFERENCE_BASELINES, fit_reference, is_reference, parse_reference, reference_features

@@ -32,8 +32,7 @@ from .oneshot import EpochValidation, plain_value
 from .registry import get_strategy
 from .search_split import architecture_split
 from .threads import fair_share
-from .webui import free_port
-from .trial_job import epoch_reporter
+from .trials import epoch_reporter, free_port
 from .training_service import check_oneshot_devices, configure_training_service, manager_listen_host
 
 logger = logging.getLogger(__name__)
@@ -306,8 +305,7 @@ def _run_as_trial(space_config: SpaceConfig, search: SearchConfig, train: TrainC
     None when the datasets or trainer options cannot be shipped to a trial as plain values
     (the caller then searches in this process, outside the web UI).
     """
-    from .trial_job import search_job
-    from .webui import run_jobs_as_trials
+    from .trials import run_jobs_as_trials, search_job
 
     job = search_job(space_config, search, train, train_dataset, val_dataset, workdir / "trial", num_classes,
                      train_labels, trainer_kwargs)

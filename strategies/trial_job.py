@@ -1,4 +1,4 @@
-"""One job of :func:`strategies.webui.run_jobs_as_trials`, run inside an NNI trial.
+"""One job of :func:`strategies.trials.run_jobs_as_trials`, run inside an NNI trial.
 
 NNI's training service starts ``python -m strategies.compat -m strategies.trial_job JOBS_DIR``;
 the trial asks the tuner for its job id (``nni.get_next_parameter()["job"]``), reads the
@@ -25,121 +25,24 @@ Job kinds
     validation figures as intermediate results and its recorded test figures as the final
     result (``ser-nas compare`` shows all its runs together in one experiment this way).
 
-Why the reports do not go through ``nni.report_*_result``: NNI 3.0 runs a one-shot strategy
-in its sequential execution engine, which swaps in its own trial command channel for the
-duration of the search, so the evaluator's reports land in NNI's in-process model record
-and never reach the manager. :class:`TrialReporter` keeps the trial's real channel (taken
-before the search starts) and sends to it directly.
+The job specs, the reporter that reaches the NNI manager and the running of jobs as trials
+live in :mod:`strategies.trials`; this module is the entry point only, at the top of the
+house (it runs searches and comparison runs), and nothing imports it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .trials import JOB_FORMAT, TrialReporter, current_reporter, reporting
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["search_job", "dataset_spec", "run_job", "main", "TrialReporter", "epoch_reporter"]
-
-JOB_FORMAT = 1
-
-
-class TrialReporter:
-    """Sends metrics of this NNI trial to the NNI manager over the trial's own command channel."""
-
-    def __init__(self) -> None:
-        import nni
-        from nni.runtime.env_vars import trial_env_vars
-        from nni.runtime.trial_command_channel import get_default_trial_command_channel
-
-        self.channel = get_default_trial_command_channel()
-        self.parameter_id = (nni.trial._params or {}).get("parameter_id")
-        self.trial_job_id = trial_env_vars.NNI_TRIAL_JOB_ID
-        self.sequence = 0
-
-    def intermediate(self, entry: dict[str, Any]) -> None:
-        """Report one validation epoch (a history entry of the shared evaluator)."""
-        self._send("PERIODICAL", entry, self.sequence)
-        self.sequence += 1
-
-    def final(self, entry: dict[str, Any]) -> None:
-        """Report the final result (the history entry of the exported architecture)."""
-        self._send("FINAL", entry, 0)
-
-    def _send(self, kind: str, entry: dict[str, Any], sequence: int) -> None:
-        from .evaluator import _nni_metric
-
-        self.send(kind, _nni_metric(entry), sequence)
-
-    def send(self, kind: str, value: dict[str, float], sequence: int) -> None:
-        """Send one metric dict (``default`` is what the web UI plots) as PERIODICAL or FINAL."""
-        self.channel.send_metric(type=kind, parameter_id=self.parameter_id, trial_job_id=self.trial_job_id,
-                                 sequence=sequence, value=value)
-
-
-#: Set by :func:`main` while a job runs in an NNI trial.
-_reporter: TrialReporter | None = None
-
-
-def epoch_reporter(module: Any) -> Any | None:
-    """A Lightning callback reporting ``module``'s newest validation epoch to NNI, or None outside a job trial.
-
-    Added after :class:`~strategies.oneshot.EpochValidation`, so the epoch is recorded when it runs.
-    """
-    if _reporter is None:
-        return None
-    import pytorch_lightning as pl
-
-    reporter = _reporter
-
-    class _ReportEpoch(pl.Callback):
-        reported = 0
-
-        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-            for entry in module.history[self.reported:]:
-                reporter.intermediate(entry)
-            self.reported = len(module.history)
-
-    return _ReportEpoch()
-
-
-def dataset_spec(dataset: Any) -> dict[str, Any] | None:
-    """``FeatureDataset`` arguments as plain values, or None for any other dataset."""
-    from .data.dataset import FeatureDataset
-
-    if not isinstance(dataset, FeatureDataset):
-        return None
-    return {**dataset.spec(), "features_path": str(Path(dataset.features_path).resolve())}
-
-
-def search_job(space_config: Any, search: Any, train: Any, train_dataset: Any, val_dataset: Any,
-               workdir: str | Path, num_classes: int | None, train_labels: list[int] | None,
-               trainer_kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The job spec of a search, or None when its datasets or trainer options are not plain values."""
-    datasets = {"train": dataset_spec(train_dataset), "val": dataset_spec(val_dataset)}
-    if any(spec is None for spec in datasets.values()):
-        return None
-    job = {
-        "format": JOB_FORMAT,
-        "kind": "search",
-        "space": space_config.to_dict(),
-        "search": search.replace(webui=False).to_dict(),
-        "train": train.to_dict(),
-        "datasets": datasets,
-        "workdir": str(Path(workdir).resolve()),
-        "num_classes": num_classes,
-        "train_labels": None if train_labels is None else [int(y) for y in train_labels],
-        "trainer_kwargs": dict(trainer_kwargs or {}),
-    }
-    try:
-        json.dumps(job)
-    except (TypeError, ValueError):
-        return None
-    return job
+__all__ = ["run_job", "main"]
 
 
 def _run_search(job: dict[str, Any]) -> dict[str, Any]:
@@ -155,10 +58,11 @@ def _run_search(job: dict[str, Any]) -> dict[str, Any]:
                         TrainConfig.from_dict(job["train"]), datasets["train"], datasets["val"],
                         job["workdir"], num_classes=job.get("num_classes"), train_labels=job.get("train_labels"),
                         trainer_kwargs=job.get("trainer_kwargs") or None)
-    if _reporter is not None and result.history:
+    reporter = current_reporter()
+    if reporter is not None and result.history:
         final = max(result.history, key=lambda e: (_ua(e), -e["epoch"])) if search.genotype == "best" \
             else result.history[-1]
-        _reporter.final(final)
+        reporter.final(final)
     return asdict(result)
 
 
@@ -187,14 +91,15 @@ def _run_replay(job: dict[str, Any]) -> dict[str, Any]:
         raise RunError(f"{history_path}: no such file")
     else:
         history = pd.read_csv(history_path).to_dict(orient="records")
-    if _reporter is not None:
+    reporter = current_reporter()
+    if reporter is not None:
         for sequence, entry in enumerate(history):
             metric = {"default": float(entry["val_ua"]), "val_wa": float(entry["val_wa"]),
                       "val_f1": float(entry["val_f1"]), "val_loss": float(entry["val_loss"])}
             if "train_loss" in entry and entry["train_loss"] == entry["train_loss"]:  # not NaN
                 metric["train_loss"] = float(entry["train_loss"])
-            _reporter.send("PERIODICAL", metric, sequence)
-        _reporter.send("FINAL", _test_result(metrics), 0)
+            reporter.send("PERIODICAL", metric, sequence)
+        reporter.send("FINAL", _test_result(metrics), 0)
     return {"run": job.get("label", str(folder)), "test_ua": metrics["test_ua"], "epochs": len(history)}
 
 
@@ -207,18 +112,19 @@ def _test_result(metrics: dict[str, Any]) -> dict[str, float]:
 
 def _run_comparison_run(job: dict[str, Any]) -> dict[str, Any]:
     """One (method, seed, fold) run of a comparison, into its run folder (kind ``run``)."""
-    from .compare import _run_job
+    from .compare import run_comparison_job
     from .runs import read_json
     from .threads import threads_for_run, use_threads
 
     use_threads(threads_for_run(None))  # the share the trial command gives ($SER_NAS_THREADS)
-    outcome = _run_job((job["config"], int(job["fold"]), job["run_dir"], job.get("data_dir"),
-                        job.get("trainer_kwargs")))
+    outcome = run_comparison_job((job["config"], int(job["fold"]), job["run_dir"], job.get("data_dir"),
+                                  job.get("trainer_kwargs")))
     if "error" in outcome:
         raise RuntimeError(f"{Path(job['run_dir']).name} fold {job['fold']}: {outcome['error']}")
     metrics = read_json(Path(job["run_dir"]) / f"fold-{job['fold']}" / "metrics.json")
-    if _reporter is not None:
-        _reporter.send("FINAL", _test_result(metrics), 0)
+    reporter = current_reporter()
+    if reporter is not None:
+        reporter.send("FINAL", _test_result(metrics), 0)
     return outcome
 
 
@@ -250,19 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no job id from the NNI tuner (got {params!r}); run this module only as an NNI trial")
     job_id = str(params["job"])
     logger.info("NNI trial %s: job %s", nni.get_trial_id(), job_id)
-    global _reporter
-    _reporter = TrialReporter()
-    try:
+    with reporting(TrialReporter()):
         result = run_job(read_json(jobs_dir / f"{job_id}.json"))
-    finally:
-        _reporter = None
     write_json(jobs_dir / f"{job_id}.result.json", {"job": job_id, "trial_id": nni.get_trial_id(),
                                                     "experiment_id": nni.get_experiment_id(), "result": result})
     return 0
 
 
 if __name__ == "__main__":
-    # run the importable module's main, so that the reporter it sets is the one strategies.search sees
-    from strategies.trial_job import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

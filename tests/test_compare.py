@@ -354,7 +354,7 @@ def test_dispatch_flags_are_checked(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_failed_trial_does_not_cost_the_other_jobs(tmp_path: Path) -> None:
     # keep_going: a job that fails in its trial is reported as an error, the other one finishes
-    from strategies.webui import run_jobs_as_trials
+    from strategies.trials import run_jobs_as_trials
 
     fold = tmp_path / "run" / "fold-0"
     write_json(fold / "metrics.json", {"test_ua": 0.5, "test_wa": 0.5, "test_f1": 0.5, "parameters": 10,

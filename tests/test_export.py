@@ -15,7 +15,7 @@ from ser_space import CNN_OPS, POOL_OPS, SEQ_OPS, SpaceConfig, build_model, coun
 from strategies.baselines import hand_designed_architecture
 from strategies.data.audio import read_audio
 from strategies.data.features import FeatureConfig, Normalizer, compute_features, standardise_per_speaker
-from strategies.runs import RunError, save_model_bundle
+from strategies.runs import save_model_bundle
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install 'ser-nas[deploy]')")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'ser-nas[deploy]')")

@@ -45,13 +45,13 @@ def test_identity_tells_a_live_owner_from_a_gone_or_reused_one() -> None:
 
 def test_a_child_ends_when_its_owner_is_killed(tmp_path: Path) -> None:
     """A process started for an owner (here: a grandchild) ends within seconds of the owner's SIGKILL."""
-    code = (f"import subprocess, sys, time\n"
-            f"from strategies import lifeline\n"
-            f"lifeline.claim(force=True)\n"
-            f"child = subprocess.Popen([sys.executable, '-c', 'from strategies import lifeline; import time; "
-            f"lifeline.watch_owner(0.1); time.sleep(120)'])\n"
-            f"print(child.pid, flush=True)\n"
-            f"time.sleep(120)\n")
+    code = ("import subprocess, sys, time\n"
+            "from strategies import lifeline\n"
+            "lifeline.claim(force=True)\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'from strategies import lifeline; import time; "
+            "lifeline.watch_owner(0.1); time.sleep(120)'])\n"
+            "print(child.pid, flush=True)\n"
+            "time.sleep(120)\n")
     owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO)
     child = int(owner.stdout.readline())
     time.sleep(1.0)

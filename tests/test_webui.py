@@ -27,7 +27,8 @@ from strategies.data.dataset import FeatureDataset
 from strategies.evaluator import TrainConfig
 from strategies.runs import RunError
 from strategies.search import SearchConfig, SearchResult, run_search
-from strategies.webui import ViewServer, find_experiments, free_port, view
+from strategies.trials import free_port
+from strategies.webui import ViewServer, find_experiments, view
 
 from conftest import write_random_features
 
@@ -105,13 +106,13 @@ LISTENING_DURING_DARTS: list[list[str]] = []  # where the one-shot search's mana
 
 @pytest.fixture(scope="module")
 def darts_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SearchResult, float]:
-    from strategies import webui
+    from strategies import trials
 
     root = tmp_path_factory.mktemp("webui-darts")
     train, val = _datasets(root / "data")
     started = time.perf_counter()
     with pytest.MonkeyPatch.context() as patch:
-        _record_listening(patch, webui, "_wait", lambda experiment, *_: experiment.port, LISTENING_DURING_DARTS)
+        _record_listening(patch, trials, "_wait", lambda experiment, *_: experiment.port, LISTENING_DURING_DARTS)
         result = run_search(_space(), SearchConfig(strategy="darts", epochs=EPOCHS, webui=True),
                             TrainConfig(batch_size=8), train, val, root / "run" / "search", num_classes=CLASSES)
     return root / "run", result, time.perf_counter() - started
@@ -267,7 +268,7 @@ def test_cli_view_reports_errors_and_search_defaults_to_the_web_ui(tmp_path: Pat
 
 @pytest.mark.slow
 def test_a_failed_trial_is_a_one_line_error_naming_its_log(tmp_path: Path) -> None:
-    from strategies.webui import run_jobs_as_trials
+    from strategies.trials import run_jobs_as_trials
 
     with pytest.raises(RuntimeError, match=r"FAILED: ValueError: job broken: unknown kind 'nope'.*trial\.log") as info:
         run_jobs_as_trials([{"id": "broken", "kind": "nope"}], tmp_path, experiment_name="ser-nas failing job")
@@ -330,7 +331,7 @@ def test_relocated_experiments_show_their_new_folder(darts_run: tuple[Path, Sear
     """A fold's folder is renamed when complete; the web UI then shows the new paths, not the old."""
     import shutil
 
-    from strategies.webui import relocate_experiments
+    from strategies.trials import relocate_experiments
 
     run_dir, result, _ = darts_run
     moved = tmp_path / "fold-0"
