@@ -47,7 +47,7 @@ def _positive_ints(text: str) -> list[int]:
 
 def data_config(args: argparse.Namespace) -> Any:
     from strategies.data.features import FeatureConfig
-    from strategies.data.prepare import DataConfig
+    from strategies.data.config import DataConfig
 
     features = {"default": FeatureConfig.default, "small": FeatureConfig.small}[args.features]()
     if args.dataset == "synthetic":

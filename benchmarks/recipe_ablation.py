@@ -34,7 +34,7 @@ from _networks import run_network  # noqa: E402
 
 from ser_space import SpaceConfig  # noqa: E402
 from strategies.data.features import FeatureConfig  # noqa: E402
-from strategies.data.prepare import DataConfig  # noqa: E402
+from strategies.data.config import DataConfig  # noqa: E402
 from strategies.evaluator import TrainConfig  # noqa: E402
 from strategies.pipeline import RunConfig, run_pipeline  # noqa: E402
 from strategies.recipes import REAL_SPEECH, real_speech_recipe  # noqa: E402

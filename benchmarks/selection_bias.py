@@ -41,7 +41,8 @@ from ser_space import SpaceConfig, build_model
 from strategies import compat
 from strategies.baselines import hand_designed_architecture
 from strategies.data.features import FeatureConfig
-from strategies.data.prepare import DataConfig, prepare_data
+from strategies.data.config import DataConfig
+from strategies.data.prepare import prepare_data
 from strategies.evaluator import SERModule, evaluate_model, make_lightning
 from strategies.pipeline import RunConfig, adapt_space, fold_datasets
 

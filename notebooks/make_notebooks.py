@@ -59,7 +59,8 @@ logging.basicConfig(level=logging.WARNING)
 """),
     ("md", "## 1. Prepare the corpus: manifest, speaker-independent folds, MFCC features"),
     ("code", """
-from strategies.data.prepare import DataConfig, prepare_data, summary_table
+from strategies.data.config import DataConfig
+from strategies.data.prepare import prepare_data, summary_table
 
 data = DataConfig()  # the synthetic corpus, leave-one-speaker-out, FeatureConfig.small() MFCCs
 prepared = prepare_data(data, progress=False)
@@ -132,7 +133,8 @@ logging.basicConfig(level=logging.WARNING)
     ("md", "## Data: one speaker-independent fold as FeatureDatasets"),
     ("code", """
 from ser_space import SERSpace, SpaceConfig
-from strategies.data.prepare import DataConfig, prepare_data
+from strategies.data.config import DataConfig
+from strategies.data.prepare import prepare_data
 from strategies.pipeline import adapt_space, fold_datasets
 
 prepared = prepare_data(DataConfig(), progress=False)

@@ -79,7 +79,7 @@ def _feature_preset(name: str) -> Any:
 
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     from .data.features import FeatureConfig
-    from .data.prepare import DATASETS
+    from .data.config import DATASETS
 
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", default="synthetic", choices=DATASETS,
@@ -275,7 +275,7 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 def _data_config(args: argparse.Namespace) -> Any:
     from .data.features import FeatureConfig
-    from .data.prepare import DataConfig
+    from .data.config import DataConfig
 
     preset = args.features or ("small" if args.dataset == "synthetic" else "speech")
     val_speakers: int | float = args.val_speakers

@@ -53,7 +53,8 @@ from ser_space import SpaceConfig
 
 from . import compat, lifeline
 from .baselines import BASELINES
-from .data.prepare import DataConfig, PreparedData, prepare_data
+from .data.config import DataConfig
+from .data.prepare import PreparedData, prepare_data
 from .evaluator import TrainConfig
 from .pipeline import RunConfig, adapt_space, run_fold, summarize_folds
 from .reference import is_reference, parse_reference
@@ -250,7 +251,7 @@ def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", d
     output_dir
         Where the comparison folder ``<time>-<dataset>-compare`` is created.
     data_dir
-        Prepared-data cache (default: :func:`strategies.data.prepare.default_data_dir`).
+        Prepared-data cache (default: :func:`strategies.data.paths.cache_root`).
     resume
         An existing comparison folder: finished (method, seed, fold) runs are kept, the rest run.
     trainer_kwargs
@@ -427,12 +428,12 @@ def _run_as_trials(jobs: list[CompareJob], compare_dir: Path, data_dir: str | Pa
                    threads: int, trainer_kwargs: dict[str, Any] | None, host: str | None,
                    service: Any | None) -> dict[str, Any]:
     """Run ``jobs`` as the trials of one NNI experiment (job kind ``run`` of :mod:`strategies.trial_job`)."""
-    from .data.prepare import default_data_dir
+    from .data.paths import cache_root
     from .trials import run_jobs_as_trials
 
     specs = [{"id": f"{job.run_name}-fold{job.fold}", "kind": "run", "config": job.config.to_dict(),
               "fold": job.fold, "run_dir": str((compare_dir / job.run_name).resolve()),
-              "data_dir": str(Path(data_dir or default_data_dir()).resolve()),
+              "data_dir": str(Path(data_dir or cache_root()).resolve()),
               "trainer_kwargs": dict(trainer_kwargs or {})} for job in jobs]
     results = run_jobs_as_trials(specs, compare_dir / "trials", experiment_name=f"ser-nas compare {compare_dir.name}",
                                  concurrency=max(1, min(concurrency, len(specs))), host=host, service=service,

@@ -47,7 +47,8 @@ from .baselines import BASELINES, hand_designed_architecture
 from .data.dataset import FeatureDataset
 from .data.features import Normalizer, gain_level, standardise_per_speaker
 from .data.folds import Fold
-from .data.prepare import DataConfig, PreparedData, prepare_data
+from .data.config import DataConfig
+from .data.prepare import PreparedData, prepare_data
 from .evaluator import SERModule, TrainConfig, evaluate_model, make_lightning
 from .plots import plot_confusion, plot_history
 from .threads import threads_for_run, use_threads

@@ -25,7 +25,7 @@ import numpy as np
 from ser_space import SpaceConfig
 
 from .data.features import FeatureConfig
-from .data.prepare import DataConfig
+from .data.config import DataConfig
 from .evaluator import TrainConfig
 from .pipeline import RunConfig
 from .search import SearchConfig

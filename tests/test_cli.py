@@ -114,7 +114,7 @@ def test_written_files_follow_the_umask(tmp_path: Path) -> None:
 def test_cache_locks_leave_no_lock_files(tmp_path: Path) -> None:
     import threading
 
-    from strategies.data.features import _locked
+    from strategies.data.features import locked
 
     lock = tmp_path / "cache" / "key.lock"
     inside: list[int] = []
@@ -122,7 +122,7 @@ def test_cache_locks_leave_no_lock_files(tmp_path: Path) -> None:
 
     def work(n: int) -> None:
         for _ in range(20):
-            with _locked(lock):
+            with locked(lock):
                 inside.append(n)
                 if len(inside) > 1:
                     overlap.append(tuple(inside))

@@ -18,7 +18,8 @@ import pytest
 import miniature
 from strategies.data.errors import DataError
 from strategies.data.features import FeatureConfig
-from strategies.data.prepare import DataConfig, prepare_data
+from strategies.data.config import DataConfig
+from strategies.data.prepare import prepare_data
 from strategies.pipeline import RunConfig
 from strategies.data.presets import (PROTOCOL_PRESETS, msp_podcast_authors_manifest, preset_data_config)
 from strategies.reproduce import (ROWS, add_reproduce_parser, cmd_reproduce, format_results, row_config,
@@ -164,10 +165,13 @@ def test_preset_is_in_the_key_and_round_trips(tmp_path: Path) -> None:
     assert "preset" not in plain.to_dict()  # configs without a preset keep their old keys
     again = DataConfig.from_dict(json.loads(json.dumps(authors.to_dict())))
     assert again.preset == "iemocap-authors" and again.key() == authors.key()
+    # the preset is checked where it is used, before anything is written
+    cache = tmp_path / "cache"
     with pytest.raises(DataError, match="for dataset"):
-        DataConfig(dataset="emodb", root=str(tmp_path), preset="iemocap-authors")
+        prepare_data(DataConfig(dataset="emodb", root=str(tmp_path), preset="iemocap-authors"), data_dir=cache)
     with pytest.raises(DataError, match="unknown protocol preset"):
-        DataConfig(dataset="emodb", root=str(tmp_path), preset="nope")
+        prepare_data(DataConfig(dataset="emodb", root=str(tmp_path), preset="nope"), data_dir=cache)
+    assert not (cache / "prepared").exists() or not any((cache / "prepared").iterdir())
 
 
 # --- rows ----------------------------------------------------------------------------------------

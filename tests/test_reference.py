@@ -14,7 +14,8 @@ import miniature
 from conftest import EMODB_DEV
 from strategies.data.errors import DataError
 from strategies.data.features import FeatureConfig
-from strategies.data.prepare import DataConfig, prepare_data
+from strategies.data.config import DataConfig
+from strategies.data.prepare import prepare_data
 from strategies.pipeline import RunConfig, run_pipeline
 from strategies.reference import (C_GRID, ReferenceBaseline, fit_reference, is_reference, mfcc_stats,
                                   parse_reference, reference_features)

@@ -243,7 +243,8 @@ def test_trainer_strategy_passes_through() -> None:
 # ---- concurrent prepares --------------------------------------------------------------------
 
 def _prepare_in_child(data_dir: str, root: str, queue: "multiprocessing.Queue") -> None:
-    from strategies.data.prepare import DataConfig, prepare_data
+    from strategies.data.config import DataConfig
+    from strategies.data.prepare import prepare_data
 
     try:
         prepared = prepare_data(DataConfig(root=root), data_dir, progress=False)
@@ -254,7 +255,8 @@ def _prepare_in_child(data_dir: str, root: str, queue: "multiprocessing.Queue") 
 
 
 def test_two_processes_prepare_the_same_corpus_at_once(tmp_path: Path) -> None:
-    from strategies.data.prepare import DataConfig, _load_prepared
+    from strategies.data.config import DataConfig
+    from strategies.data.prepare import _load_prepared
 
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()

@@ -57,7 +57,7 @@ def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return np.pad(out, (0, size - len(out)))
 
 
-def _wav_header_frames(path: Path) -> int | None:
+def wav_header_frames(path: Path) -> int | None:
     """Frame count a RIFF/WAVE header declares, or None when unknown or not a plain WAV.
 
     Walks the RIFF chunks up to ``data`` and divides its declared size by the frame size
@@ -119,7 +119,7 @@ def read_audio(path: str | Path, target_sr: int | None = None) -> tuple[np.ndarr
     except (RuntimeError, soundfile.LibsndfileError, TypeError, ValueError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DataError(f"{path}: not a readable audio file ({reason})") from error
-    declared = _wav_header_frames(path)
+    declared = wav_header_frames(path)
     expected = declared if declared is not None else info.frames
     if data.shape[0] < expected:
         raise DataError(f"{path}: truncated: header says {expected} frames, read {data.shape[0]}")

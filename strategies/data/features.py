@@ -51,6 +51,7 @@ __all__ = [
     "standardise_per_speaker",
     "standardise_per_utterance",
     "gain_level",
+    "locked",
 ]
 
 logger = logging.getLogger(__name__)
@@ -495,13 +496,13 @@ class FeatureSet:
     utt_ids: tuple[str, ...]  # utterance id of each row
     config: FeatureConfig  # the recipe that made them
     path: Path | None = None  # cache folder they came from (None when not cached)
-    _rows: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # utt_id -> row, built once
+    manifest_rows: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # utt_id -> row, built once
 
     def __post_init__(self) -> None:
         if self.features.shape[0] != len(self.utt_ids):
             raise ValueError(f"{self.features.shape[0]} feature rows for {len(self.utt_ids)} utterances")
-        self._rows.update({utt: row for row, utt in enumerate(self.utt_ids)})
-        if len(self._rows) != len(self.utt_ids):
+        self.manifest_rows.update({utt: row for row, utt in enumerate(self.utt_ids)})
+        if len(self.manifest_rows) != len(self.utt_ids):
             raise ValueError("utterance ids in a FeatureSet must be unique")
 
     def __len__(self) -> int:
@@ -510,7 +511,7 @@ class FeatureSet:
     def rows(self, utt_ids: Sequence[str]) -> np.ndarray:
         """Row numbers of ``utt_ids``; an unknown id is a KeyError naming it."""
         try:
-            return np.fromiter((self._rows[u] for u in utt_ids), dtype=np.int64, count=len(utt_ids))
+            return np.fromiter((self.manifest_rows[u] for u in utt_ids), dtype=np.int64, count=len(utt_ids))
         except KeyError as error:
             raise KeyError(f"utterance {error.args[0]!r} is not in this FeatureSet") from None
 
@@ -529,7 +530,7 @@ _INDEX = "index.json"
 
 
 @contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
+def locked(lock_path: Path) -> Iterator[None]:
     """Exclusive inter-process lock on ``lock_path`` (fcntl.flock); a no-op where fcntl is missing.
 
     The lock file is removed when the holder is done, so none pile up. A waiter that then
@@ -640,7 +641,7 @@ class FeatureCache:
     @contextmanager
     def locked(self) -> Iterator[FeatureCache]:
         """Hold the cache's lock, with its current index and array loaded."""
-        with _locked(self.root / f"{self.config.key()}.lock"):
+        with locked(self.root / f"{self.config.key()}.lock"):
             self.folder.mkdir(parents=True, exist_ok=True)
             self._load()
             yield self

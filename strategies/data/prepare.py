@@ -19,11 +19,9 @@ second prepare of the same audio with the same recipe costs nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,98 +30,19 @@ import pandas as pd
 
 from ser_space.arch import write_atomically as atomic_write  # the project's one atomic writer
 
-from .corpora import CORPORA, get_corpus, load_manifest
+from .config import DataConfig
+from .paths import cache_root
+from .corpora import get_corpus, load_manifest
 from .errors import DataError
-from .features import FeatureConfig, extract_features
-from .features import _locked  # the feature cache's fcntl lock
+from .features import FeatureConfig, extract_features, locked
 from .folds import Fold, default_protocol, load_folds, make_folds, save_folds
+from .presets import ProtocolPreset, get_protocol_preset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DataConfig", "PreparedData", "prepare_data", "default_data_dir", "summary_table", "DATASETS"]
+__all__ = ["PreparedData", "prepare_data", "summary_table", "load_raw_manifest"]
 
-SYNTHETIC = "synthetic"
 _FORMAT = 1
-
-
-def default_data_dir() -> Path:
-    """``$SER_NAS_HOME`` or ``$XDG_CACHE_HOME/ser-nas`` (``~/.cache/ser-nas``): caches only.
-
-    Only where prepared data is cached depends on the environment; the data, the folds and
-    the features never do.
-    """
-    home = os.environ.get("SER_NAS_HOME")
-    if home:
-        return Path(home)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ser-nas"
-
-
-def _datasets() -> tuple[str, ...]:
-    return (SYNTHETIC, *sorted(name for name in CORPORA if name != SYNTHETIC))
-
-
-def _generated(name: str) -> bool:
-    """Whether the corpus is made on first use (and so needs no root): the synthetic one."""
-    try:
-        return get_corpus(name).generate is not None
-    except DataError:
-        return False   # an unknown name: the root check comes first, the name's error later
-
-
-DATASETS = _datasets()
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Which corpus, how it is split and which features: everything ``prepare_data`` needs."""
-
-    dataset: str = SYNTHETIC  # a registered corpus name; "synthetic" is the embedded default
-    root: str | None = None  # corpus folder (or CSV file for "csv"); None only for a generated corpus (synthetic)
-    options: tuple[tuple[str, Any], ...] = ()  # loader options, e.g. (("improvised_only", True),)
-    protocol: str | None = None  # fold protocol; None = the corpus's standard one
-    k: int | None = None  # number of folds for k-fold protocols; None = the protocol's default
-    val_speakers: int | float = 1  # training speakers held out for validation (count or fraction)
-    fold_seed: int = 0  # seeds k-fold grouping and the choice of validation speakers
-    features: FeatureConfig = field(default_factory=FeatureConfig.small)  # feature recipe
-    preset: str | None = None  # protocol preset of strategies.data.presets whose manifest filter and folds apply; None = none
-
-    def __post_init__(self) -> None:
-        if self.root is None and not _generated(self.dataset):
-            raise DataError(f"dataset {self.dataset!r} needs --root (the corpus folder)")
-        if self.preset is not None:
-            preset = _protocol_preset(self.preset)
-            if preset.dataset != self.dataset:
-                raise DataError(f"protocol preset {self.preset!r} is for dataset {preset.dataset!r}, "
-                                f"not {self.dataset!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "dataset": self.dataset,
-            "root": self.root,
-            "options": {k: v for k, v in self.options},
-            "protocol": self.protocol,
-            "k": self.k,
-            "val_speakers": self.val_speakers,
-            "fold_seed": self.fold_seed,
-            "features": self.features.to_dict(),
-            # only when set, so the keys of configs without a preset stay what they were
-            **({"preset": self.preset} if self.preset is not None else {}),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DataConfig:
-        data = dict(data)
-        features = FeatureConfig.from_dict(data.pop("features")) if "features" in data else FeatureConfig.small()
-        options = tuple(sorted((data.pop("options", None) or {}).items()))
-        return cls(features=features, options=options, **data)
-
-    def key(self) -> str:
-        """Stable hash of everything that changes the prepared data."""
-        payload = self.to_dict()
-        if payload["root"] is not None:
-            payload["root"] = str(Path(payload["root"]).resolve())
-        text = json.dumps(payload, sort_keys=True, default=str)
-        return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -157,24 +76,26 @@ def _read_manifest(config: DataConfig) -> pd.DataFrame:
 
 def load_raw_manifest(config: DataConfig) -> pd.DataFrame:
     """The corpus's manifest as the config selects it (loader options, protocol preset's filter)."""
+    preset = _protocol_preset(config)  # a preset of another corpus is refused before its manifest is read
     manifest = _read_manifest(config)
-    preset = _protocol_preset(config.preset)
     if preset is not None and preset.filter_manifest is not None:
         manifest = preset.filter_manifest(manifest, config)
     return manifest
 
 
-def _protocol_preset(name: str | None) -> Any:
-    """The :class:`strategies.data.presets.ProtocolPreset` called ``name`` (None for None)."""
-    if name is None:
+def _protocol_preset(config: DataConfig) -> ProtocolPreset | None:
+    """The config's :class:`strategies.data.presets.ProtocolPreset` (None without one); a
+    :class:`DataError` when it is for another corpus."""
+    if config.preset is None:
         return None
-    from .presets import get_protocol_preset  # lazy: presets builds DataConfigs itself
-
-    return get_protocol_preset(name)
+    preset = get_protocol_preset(config.preset)
+    if preset.dataset != config.dataset:
+        raise DataError(f"protocol preset {config.preset!r} is for dataset {preset.dataset!r}, not {config.dataset!r}")
+    return preset
 
 
 def _make_folds(config: DataConfig, manifest: pd.DataFrame) -> list[Fold]:
-    preset = _protocol_preset(config.preset)
+    preset = _protocol_preset(config)
     if preset is not None and preset.make_folds is not None:
         return preset.make_folds(manifest, config)
     if config.protocol is None:
@@ -189,13 +110,14 @@ def _make_folds(config: DataConfig, manifest: pd.DataFrame) -> list[Fold]:
 def prepare_data(config: DataConfig, data_dir: str | Path | None = None, progress: bool = True,
                  num_workers: int = 1) -> PreparedData:
     """Build (or reuse) manifest, folds and features for ``config``; see the module docstring."""
-    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    _protocol_preset(config)  # a preset of another corpus, or none of that name: refused before anything is written
+    data_dir = Path(data_dir) if data_dir is not None else cache_root()
     folder = data_dir / "prepared" / f"{config.dataset}-{config.key()}"
     reused = _reuse_prepared(folder, config, warn=False)
     if reused is not None:
         return reused
     # one builder per folder at a time: a second process waits, then reuses what the first wrote
-    with _locked(folder.parent / f".{folder.name}.lock"):
+    with locked(folder.parent / f".{folder.name}.lock"):
         reused = _reuse_prepared(folder, config, warn=True)
         if reused is not None:
             return reused

@@ -47,7 +47,7 @@ from .corpora import UNKNOWN_SPEAKER
 from .errors import DataError
 from .features import FeatureConfig
 from .folds import IEMOCAP_AUTHORS_TEST_GROUPS, Fold, make_folds
-from .prepare import DataConfig
+from .config import DataConfig
 
 logger = logging.getLogger(__name__)
 

@@ -45,6 +45,7 @@ import soundfile
 
 from strategies.data.audio import resample
 from strategies.data.errors import DataError
+from strategies.data.paths import cache_root
 
 __all__ = [
     "EMOTION_PROFILES",
@@ -365,11 +366,12 @@ def synthesize_clip(
 def default_synthetic_root(config: SyntheticConfig | None = None) -> Path:
     """Where the corpus lives when the caller gives no folder.
 
-    ``$XDG_CACHE_HOME/ser-nas`` (``~/.cache/ser-nas``) / ``synthetic-v1`` for the default
-    config, ``synthetic-v1-<config.key()>`` for any other, so configs never share a folder.
+    The cache root (:func:`strategies.data.paths.cache_root`: ``$SER_NAS_HOME``, or
+    ``~/.cache/ser-nas``) / ``synthetic-v1`` for the default config, ``synthetic-v1-<config.key()>``
+    for any other, so configs never share a folder.
     """
     config = config or SyntheticConfig()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ser-nas"
+    base = cache_root()
     name = f"synthetic-v{SYNTHETIC_VERSION}"
     if config != SyntheticConfig():
         name += f"-{config.key()}"

@@ -11,7 +11,7 @@ from typing import Literal
 import pandas as pd
 import soundfile as sf
 
-from ..audio import _wav_header_frames
+from ..audio import wav_header_frames
 from ..errors import DataError
 
 __all__ = ["AUDIO_SUFFIXES", "MANIFEST_COLUMNS", "UNKNOWN_SPEAKER", "CorpusSpec", "LoadOptions", "audio_duration"]
@@ -31,7 +31,7 @@ AUDIO_SUFFIXES: frozenset[str] = frozenset({".wav", ".flac", ".ogg", ".mp3", ".a
 _SCAN_COLUMNS = ("utt_id", "path", "speaker", "gender", "session", "label", "source")
 
 # Common spellings of emotion names, for corpora whose labels are free text (folder, csv).
-_SYNONYMS: dict[str, str] = {
+EMOTION_SYNONYMS: dict[str, str] = {
     "neutral": "neu", "neu": "neu",
     "happy": "hap", "happiness": "hap", "joy": "hap", "hap": "hap",
     "angry": "ang", "anger": "ang", "ang": "ang",
@@ -47,7 +47,7 @@ _SYNONYMS: dict[str, str] = {
 }
 
 
-def _as_tuple(value: str | Iterable[str] | None) -> tuple[str, ...] | None:
+def as_tuple(value: str | Iterable[str] | None) -> tuple[str, ...] | None:
     """Accept ``"a,b"`` or an iterable of strings (CLI and Python callers)."""
     if value is None:
         return None
@@ -75,20 +75,20 @@ class LoadOptions:
     on_missing_audio: Literal["error", "skip"] = "error"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "classes", _as_tuple(self.classes))
+        object.__setattr__(self, "classes", as_tuple(self.classes))
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(c.lower() for c in self.classes))
             if not self.classes:
                 raise DataError("option classes is empty: name at least one class")
         for name in ("on_bad_audio", "on_missing_audio"):
-            _check_choice(self, name, ("error", "skip"))
+            check_choice(self, name, ("error", "skip"))
 
     def label_map(self, mapping: Mapping[str, str]) -> dict[str, str]:
         """The corpus's raw label -> class mapping as these options change it (before ``emotion_map``)."""
         return dict(mapping)
 
 
-def _check_choice(options: object, name: str, allowed: tuple[str, ...]) -> None:
+def check_choice(options: object, name: str, allowed: tuple[str, ...]) -> None:
     value = getattr(options, name)
     if value not in allowed:
         raise DataError(f"option {name}={value!r} is not one of {', '.join(allowed)}")
@@ -174,7 +174,7 @@ def audio_duration(path: str | Path) -> float:
     if info.frames <= 0 or info.samplerate <= 0:
         raise DataError(f"{path}: audio file holds no samples")
     # libsndfile reads a truncated WAV as the few frames present, without complaint
-    declared = _wav_header_frames(path)
+    declared = wav_header_frames(path)
     if declared is not None and info.frames < declared:
         raise DataError(f"{path}: truncated WAV (header promises {declared} frames, "
                         f"file holds {info.frames})")
@@ -185,25 +185,25 @@ def audio_duration(path: str | Path) -> float:
 # Helpers of the scanners (each returns raw rows: see _SCAN_COLUMNS)
 
 
-def _visible(paths: Iterable[Path]) -> list[Path]:
+def visible_files(paths: Iterable[Path]) -> list[Path]:
     """Sorted paths without macOS resource forks (``._name``), which real copies contain."""
     return sorted(p for p in paths if not p.name.startswith("._"))
 
 
-def _rows(rows: list[dict[str, str]]) -> pd.DataFrame:
+def manifest_rows(rows: list[dict[str, str]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=list(_SCAN_COLUMNS))
     return frame
 
 
-def _gender(value: str) -> str:
+def gender_of(value: str) -> str:
     """'F'/'M' from common spellings, '' otherwise."""
     return {"f": "F", "female": "F", "w": "F", "m": "M", "male": "M"}.get(
         value.strip().lower(), "")
 
 
-def _relative_id(path: Path, base: Path) -> str:
+def relative_id(path: Path, base: Path) -> str:
     """Utterance id from a path: relative to ``base`` where possible, without the suffix."""
     try:
         path = path.relative_to(base)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DataError
-from .base import CorpusSpec, LoadOptions, _rows, _visible
+from .base import CorpusSpec, LoadOptions, manifest_rows, visible_files
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ _CREMA_D_NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
 
 def _scan_crema_d(root: Path, options: LoadOptions) -> pd.DataFrame:
     audio_dir = root / "AudioWAV"
-    files = _visible(audio_dir.glob("*.wav"))
+    files = visible_files(audio_dir.glob("*.wav"))
     if not files:
         raise DataError(f"{root}: no CREMA-D audio found (expected AudioWAV/"
                         "1001_DFA_ANG_XX.wav style files)")
@@ -49,7 +49,7 @@ def _scan_crema_d(root: Path, options: LoadOptions) -> pd.DataFrame:
             "label": emotion,
             "source": str(path),
         })
-    return _rows(rows)
+    return manifest_rows(rows)
 
 
 SPEC = CorpusSpec(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DataError
-from .base import UNKNOWN_SPEAKER, _SYNONYMS, CorpusSpec, LoadOptions, _gender, _relative_id
+from .base import UNKNOWN_SPEAKER, EMOTION_SYNONYMS, CorpusSpec, LoadOptions, gender_of, relative_id
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +43,10 @@ def _scan_csv(root: Path, options: CsvOptions) -> pd.DataFrame:
     speaker = column("speaker", UNKNOWN_SPEAKER).replace("", UNKNOWN_SPEAKER)
     frame = pd.DataFrame({
         "utt_id": column("utt_id", "").where(
-            column("utt_id", "") != "", [_relative_id(p, csv_file.parent) for p in absolute]),
+            column("utt_id", "") != "", [relative_id(p, csv_file.parent) for p in absolute]),
         "path": [str(p) for p in absolute],
         "speaker": speaker,
-        "gender": column("gender", "").map(_gender),
+        "gender": column("gender", "").map(gender_of),
         "session": column("session", ""),
         "label": table["emotion"].str.strip(),
         "source": str(csv_file),
@@ -69,7 +69,7 @@ SPEC = CorpusSpec(
     url="(your own data)",
     layout="a .csv file (or a folder holding manifest.csv) with columns path, emotion "
            "and optionally speaker, gender, session, utt_id, split",
-    emotion_map=_SYNONYMS,
+    emotion_map=EMOTION_SYNONYMS,
     default_classes=None,
     protocol="loso",
     scan=_scan_csv,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DataError
-from .base import CorpusSpec, LoadOptions, _rows, _visible
+from .base import CorpusSpec, LoadOptions, manifest_rows, visible_files
 
 
 _EMODB_NAME = re.compile(r"^(\d\d)([a-z]\d\d)([A-Za-z])([a-z])$")
@@ -17,7 +17,7 @@ _EMODB_GENDERS = {"03": "M", "08": "F", "09": "F", "10": "M", "11": "M",
 
 
 def _scan_emodb(root: Path, options: LoadOptions) -> pd.DataFrame:
-    files = _visible((root / "wav").glob("*.wav"))
+    files = visible_files((root / "wav").glob("*.wav"))
     if not files:
         raise DataError(f"{root}: no EmoDB audio found (expected wav/03a01Fa.wav style files)")
     rows = []
@@ -36,7 +36,7 @@ def _scan_emodb(root: Path, options: LoadOptions) -> pd.DataFrame:
             "label": emotion,
             "source": str(path),
         })
-    return _rows(rows)
+    return manifest_rows(rows)
 
 
 SPEC = CorpusSpec(

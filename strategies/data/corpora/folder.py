@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DataError
-from .base import AUDIO_SUFFIXES, UNKNOWN_SPEAKER, _SYNONYMS, CorpusSpec, LoadOptions, _gender, _rows, _visible
+from .base import AUDIO_SUFFIXES, UNKNOWN_SPEAKER, EMOTION_SYNONYMS, CorpusSpec, LoadOptions, gender_of, manifest_rows, visible_files
 
 logger = logging.getLogger(__name__)
 
@@ -18,10 +18,10 @@ logger = logging.getLogger(__name__)
 def _scan_folder(root: Path, options: FolderOptions) -> pd.DataFrame:
     pattern = re.compile(options.speaker_pattern) if options.speaker_pattern else None
     rows = []
-    for emotion_dir in _visible(p for p in root.iterdir() if p.is_dir()):
+    for emotion_dir in visible_files(p for p in root.iterdir() if p.is_dir()):
         if emotion_dir.name.startswith("."):
             continue
-        for path in _visible(emotion_dir.rglob("*")):
+        for path in visible_files(emotion_dir.rglob("*")):
             if path.suffix.lower() not in AUDIO_SUFFIXES or not path.is_file():
                 continue
             relative = path.relative_to(emotion_dir)
@@ -33,7 +33,7 @@ def _scan_folder(root: Path, options: FolderOptions) -> pd.DataFrame:
                                     f"{options.speaker_pattern!r}")
                 groups = match.groupdict()
                 speaker = groups["speaker"]
-                gender = _gender(groups.get("gender") or "")
+                gender = gender_of(groups.get("gender") or "")
                 session = groups.get("session") or ""
             elif options.speaker_level is not None:
                 if options.speaker_level >= len(relative.parts) - 1:
@@ -55,7 +55,7 @@ def _scan_folder(root: Path, options: FolderOptions) -> pd.DataFrame:
     if pattern is None and options.speaker_level is None:
         logger.warning("folder: no speaker_pattern or speaker_level given; every speaker is "
                        "%r, so speaker-independent folds cannot be made", UNKNOWN_SPEAKER)
-    return _rows(rows)
+    return manifest_rows(rows)
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ SPEC = CorpusSpec(
     description="Any corpus laid out as <emotion>/<file>.wav",
     url="(your own data)",
     layout="<emotion>/[...]/<file>.wav (speaker from speaker_pattern or speaker_level)",
-    emotion_map=_SYNONYMS,
+    emotion_map=EMOTION_SYNONYMS,
     default_classes=None,
     protocol="loso",
     scan=_scan_folder,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DataError
-from .base import CorpusSpec, LoadOptions, _rows, _visible
+from .base import CorpusSpec, LoadOptions, manifest_rows, visible_files
 
 
 _IEMOCAP_LINE = re.compile(
@@ -19,7 +19,7 @@ _IEMOCAP_LINE = re.compile(
 
 
 def _scan_iemocap(root: Path, options: IemocapOptions) -> pd.DataFrame:
-    sessions = _visible(p for p in root.glob("Session[1-5]") if p.is_dir())
+    sessions = visible_files(p for p in root.glob("Session[1-5]") if p.is_dir())
     if not sessions:
         raise DataError(
             f"{root}: no IEMOCAP sessions found (expected Session1..Session5/dialog/"
@@ -28,7 +28,7 @@ def _scan_iemocap(root: Path, options: IemocapOptions) -> pd.DataFrame:
     rows = []
     for session_dir in sessions:
         evaluation_dir = session_dir / "dialog" / "EmoEvaluation"
-        label_files = _visible(evaluation_dir.glob("*.txt"))
+        label_files = visible_files(evaluation_dir.glob("*.txt"))
         if not label_files:
             raise DataError(f"{evaluation_dir}: no IEMOCAP label files (*.txt) found")
         for label_file in label_files:
@@ -54,7 +54,7 @@ def _scan_iemocap(root: Path, options: IemocapOptions) -> pd.DataFrame:
                     "label": label,
                     "source": str(label_file),
                 })
-    return _rows(rows)
+    return manifest_rows(rows)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Literal
 import pandas as pd
 
 from ..errors import DataError
-from .base import CorpusSpec, LoadOptions, _as_tuple, _check_choice, _rows, _visible
+from .base import CorpusSpec, LoadOptions, as_tuple, check_choice, manifest_rows, visible_files
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ _MSP_IMPROV_LABEL_FILES = ("Evaluation.txt", "Evalution.txt")
 
 def _scan_msp_improv(root: Path, options: MspImprovOptions) -> pd.DataFrame:
     audio = {}
-    for path in _visible(root.rglob("MSP-IMPROV-*.wav")):
+    for path in visible_files(root.rglob("MSP-IMPROV-*.wav")):
         match = _MSP_IMPROV_AUDIO.match(path.name)
         if match:
             audio[match.group(1)] = path
@@ -78,7 +78,7 @@ def _scan_msp_improv(root: Path, options: MspImprovOptions) -> pd.DataFrame:
             "label": label,
             "source": source,
         })
-    return _rows(rows)
+    return manifest_rows(rows)
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,8 @@ class MspImprovOptions(LoadOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_choice(self, "label_source", ("consensus", "target"))
-        recordings = _as_tuple(self.recordings)
+        check_choice(self, "label_source", ("consensus", "target"))
+        recordings = as_tuple(self.recordings)
         object.__setattr__(self, "recordings", None if recordings is None else tuple(r.upper() for r in recordings))
 
 SPEC = CorpusSpec(

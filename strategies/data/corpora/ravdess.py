@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DataError
-from .base import CorpusSpec, LoadOptions, _as_tuple, _rows, _visible
+from .base import CorpusSpec, LoadOptions, as_tuple, manifest_rows, visible_files
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ _RAVDESS_CHANNELS = {"01": "speech", "02": "song"}
 
 
 def _scan_ravdess(root: Path, options: RavdessOptions) -> pd.DataFrame:
-    files = _visible(root.glob("**/Actor_*/*.wav"))
+    files = visible_files(root.glob("**/Actor_*/*.wav"))
     if not files:
         raise DataError(f"{root}: no RAVDESS audio found (expected Actor_01..Actor_24/"
                         "03-01-05-01-02-01-12.wav style files)")
@@ -49,7 +49,7 @@ def _scan_ravdess(root: Path, options: RavdessOptions) -> pd.DataFrame:
     if other_modality:
         logger.info("ravdess: skipped %d files that are not audio-only (modality 03)",
                     other_modality)
-    return _rows(rows)
+    return manifest_rows(rows)
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class RavdessOptions(LoadOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "vocal_channels", _as_tuple(self.vocal_channels) or ())
+        object.__setattr__(self, "vocal_channels", as_tuple(self.vocal_channels) or ())
         bad_channels = set(self.vocal_channels) - set(_RAVDESS_CHANNELS.values())
         if bad_channels or not self.vocal_channels:
             raise DataError(f"option vocal_channels={self.vocal_channels!r}: use 'speech' and/or 'song'")

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..errors import DataError
 from ..synthetic import EMOTION_PROFILES, SyntheticConfig, ensure_synthetic_corpus, load_synthetic_manifest
-from .base import CorpusSpec, LoadOptions, _as_tuple, _rows
+from .base import CorpusSpec, LoadOptions, as_tuple, manifest_rows
 
 _RECIPE = [(f.name, f.type, dataclasses.field(default=f.default)) for f in dataclasses.fields(SyntheticConfig)]
 
@@ -26,7 +26,7 @@ _RECIPE = [(f.name, f.type, dataclasses.field(default=f.default)) for f in datac
 def _post_init(self: LoadOptions) -> None:
     LoadOptions.__post_init__(self)
     # emotions as "neu,ang,sad" too (the command line's --option emotions=neu,ang,sad)
-    object.__setattr__(self, "emotions", _as_tuple(self.emotions))
+    object.__setattr__(self, "emotions", as_tuple(self.emotions))
 
 
 SyntheticOptions = dataclasses.make_dataclass("SyntheticOptions", _RECIPE, bases=(LoadOptions,), frozen=True,
@@ -50,7 +50,7 @@ def _generate(root: Path | None, options: LoadOptions) -> Path:
 def _scan_synthetic(root: Path, options: LoadOptions) -> pd.DataFrame:
     manifest = load_synthetic_manifest(root)
     source = str(root / "manifest.csv")
-    return _rows([{"utt_id": row.utt_id, "path": row.path, "speaker": row.speaker, "gender": row.gender,
+    return manifest_rows([{"utt_id": row.utt_id, "path": row.path, "speaker": row.speaker, "gender": row.gender,
                    "session": row.session, "label": row.emotion, "source": source}
                   for row in manifest.itertuples(index=False)])
 
