@@ -1,12 +1,12 @@
 """DARTS / ENAS supernet step time, peak memory and parameter count of ``SERSpace``.
 
 A DARTS step is what ``ser-nas search --strategy darts`` runs per batch pair
-(:class:`strategies.darts_step.LeanDartsLightningModule`, NNI's first-order step): an
+(:class:`strategies.search.darts_step.LeanDartsLightningModule`, NNI's first-order step): an
 architecture step (forward + backward of the validation batch with the weights frozen,
 Adam on the alphas) and a weight step (forward + backward of the training batch with the
 alphas frozen, gradient clipping 5, SGD). ``--step nni`` takes NNI's own
 ``DartsLightningModule`` step instead (every gradient in both phases). Second order
-replaces the architecture step by :func:`strategies.unrolled.unrolled_arch_gradient`
+replaces the architecture step by :func:`strategies.search.unrolled.unrolled_arch_gradient`
 (3 more forward/backward passes). An ENAS step is a weight step on one sampled path (the
 controller's update is not timed). Each case runs in a fresh process so its peak memory
 is its own: CPU peak RSS increase over the RSS before the first step (sampled by a
@@ -87,7 +87,7 @@ def make_step(model: Any, arch: list[Any], weights: list[Any], config: Any, batc
     import torch
     import torch.nn.functional as F
 
-    from strategies.darts_step import frozen
+    from strategies.search.darts_step import frozen
 
     w_optim = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
     a_optim = torch.optim.Adam(arch, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3) if arch else None
@@ -123,7 +123,7 @@ def make_step(model: Any, arch: list[Any], weights: list[Any], config: Any, batc
     def arch_step() -> None:
         a_optim.zero_grad(set_to_none=True)
         if kind == "darts-second":
-            from strategies.unrolled import unrolled_arch_gradient
+            from strategies.search.unrolled import unrolled_arch_gradient
 
             group = w_optim.param_groups[0]
             grads = unrolled_arch_gradient(

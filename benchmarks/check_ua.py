@@ -45,10 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.impl == "nni":
         from nni.nas.strategy import DARTS
 
-        import strategies.darts_step
+        import strategies.search.darts_step
 
         SERSpace.extra_oneshot_hooks = lambda self, strategy: []  # type: ignore[method-assign]
-        strategies.darts_step.LeanDARTS = DARTS  # type: ignore[misc]  # NNI's own step
+        strategies.search.darts_step.LeanDARTS = DARTS  # type: ignore[misc]  # NNI's own step
     flags = ["search", "--strategy", "darts", "--epochs", str(args.epochs), "--output", str(tmp / "runs"),
              "--quiet", *args.extra]
     if "--no-webui" in cli.build_parser().format_help() or _has_no_webui(cli):

@@ -38,7 +38,7 @@ from strategies.data.config import DataConfig  # noqa: E402
 from strategies.evaluator import TrainConfig  # noqa: E402
 from strategies.pipeline import RunConfig, run_pipeline  # noqa: E402
 from strategies.recipes import REAL_SPEECH, real_speech_recipe  # noqa: E402
-from strategies.registry import get_strategy  # noqa: E402
+from strategies.search.registry import get_strategy  # noqa: E402
 from strategies.search import equal_budget  # noqa: E402
 from strategies import stats  # noqa: E402
 

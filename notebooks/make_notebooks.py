@@ -184,7 +184,7 @@ The same space and evaluator work with multi-trial strategies too
 (`nni.nas.strategy.RegularizedEvolution`, `Random`, `GridSearch`, `PolicyBasedRL`, and `TPE` after
 `strategies.compat.apply()`, which NNI 3.0's TPE needs to read a cell's input choices): they run one trial per
 architecture through NNI's manager and web UI. `strategies.search.run_search` wraps both kinds
-and adds per-epoch validation; `strategies.registry.STRATEGIES` lists what `ser-nas` offers.
+and adds per-epoch validation; `strategies.search.registry.STRATEGIES` lists what `ser-nas` offers.
 """),
 ]
 

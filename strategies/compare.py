@@ -60,10 +60,9 @@ from .pipeline import RunConfig, adapt_space, run_fold, summarize_folds
 from .reference import is_reference, parse_reference
 from .progress import bar
 from .progress import shown as progress_shown
-from .registry import get_strategy
 from .threads import fair_share, threads_for_run, use_threads
 from .runs import RunError, atomic_write, new_run_dir, package_versions, read_json, write_json, writer_lock
-from .search import SearchConfig, equal_budget
+from .search import SearchConfig, equal_budget, get_strategy
 from .stats import fold_means, paired_difference, paired_text
 
 logger = logging.getLogger(__name__)

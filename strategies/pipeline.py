@@ -59,7 +59,7 @@ from .reference import REFERENCE_BASELINES, fit_reference, is_reference, parse_r
 from .runs import (RunError, atomic_write, new_run_dir, package_versions, read_json, save_model_bundle, write_json,
                    writer_lock)
 from .search import SearchConfig, SearchResult, run_search
-from .search_split import split_speakers
+from .search.split import split_speakers
 
 logger = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ def _select_folds(prepared: PreparedData, folds: tuple[int, ...] | None) -> list
 
 def _check_search_split(search: SearchConfig, prepared: PreparedData, folds: list[Fold]) -> None:
     """Every fold can be split as ``--arch-speakers`` / ``--rotate-arch-speakers`` ask (a one-line
-    ``ValueError`` naming the flag otherwise; :mod:`strategies.search_split`)."""
+    ``ValueError`` naming the flag otherwise; :mod:`strategies.search.split`)."""
     if search.arch_speakers is None and not search.rotate_arch_speakers:
         return
     speakers = prepared.manifest["speaker"].astype(str).to_numpy()

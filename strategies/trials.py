@@ -296,7 +296,7 @@ def current_reporter() -> TrialReporter | None:
 def epoch_reporter(module: Any) -> Any | None:
     """A Lightning callback reporting ``module``'s newest validation epoch to NNI, or None outside a job trial.
 
-    Added after :class:`~strategies.oneshot.EpochValidation`, so the epoch is recorded when it runs.
+    Added after :class:`~strategies.search.oneshot.EpochValidation`, so the epoch is recorded when it runs.
     """
     reporter = current_reporter()
     if reporter is None:

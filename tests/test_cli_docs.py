@@ -46,7 +46,7 @@ def _documented_commands(text: str) -> list[list[str]]:
 
 
 def test_user_guide_commands_parse_and_strategy_table_matches_registry() -> None:
-    from strategies.registry import STRATEGIES
+    from strategies.search.registry import STRATEGIES
 
     generator = _generator()
     parser = generator._parser()

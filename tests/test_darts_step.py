@@ -35,7 +35,7 @@ class _Recorder(pl.Callback):
 def test_lean_darts_step_equals_nni_darts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from nni.nas.strategy import DARTS
 
-    from strategies.darts_step import LeanDARTS, LeanDartsLightningModule
+    from strategies.search.darts_step import LeanDARTS, LeanDartsLightningModule
 
     features = tiny_search.features(tmp_path, monkeypatch)
     lean_strategy = LeanDARTS(arc_learning_rate=0.1, gradient_clip_val=5.0)
@@ -56,7 +56,7 @@ def test_lean_darts_step_equals_nni_darts(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_frozen_restores_only_what_it_froze() -> None:
-    from strategies.darts_step import frozen
+    from strategies.search.darts_step import frozen
 
     a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2), requires_grad=False)
     with frozen([a, b]):
@@ -70,7 +70,7 @@ def test_frozen_restores_only_what_it_froze() -> None:
 
 
 def test_perturbed_softmax_adds_bounded_noise_only_while_asked() -> None:
-    from strategies.darts_step import PerturbedSoftmax, perturbed, smoothing_at
+    from strategies.search.darts_step import PerturbedSoftmax, perturbed, smoothing_at
 
     softmax = PerturbedSoftmax()
     alpha = torch.randn(1000, 8)
@@ -84,7 +84,7 @@ def test_perturbed_softmax_adds_bounded_noise_only_while_asked() -> None:
 
 def test_sdarts_perturbs_the_weight_steps_and_never_the_architecture_steps(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from strategies.darts_step import LeanDARTS, PerturbedSoftmax
+    from strategies.search.darts_step import LeanDARTS, PerturbedSoftmax
 
     calls: list[tuple[float, bool]] = []  # (epsilon, alphas trainable) of every mixed-op softmax call
     original = PerturbedSoftmax.forward

@@ -75,7 +75,7 @@ def _experiment(tmp_path: Path):
     from ser_space import SERSpace, SpaceConfig
     from strategies import compat
     from strategies.data.dataset import FeatureDataset
-    from strategies.registry import get_strategy
+    from strategies.search.registry import get_strategy
 
     from conftest import write_random_features
 

@@ -1,4 +1,4 @@
-"""Which speakers steer the architecture during a search (strategies.search_split) and the flags behind it."""
+"""Which speakers steer the architecture during a search (strategies.search.split) and the flags behind it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from strategies.cli import main
 from strategies.data.dataset import FeatureDataset
 from strategies.search import SearchConfig
-from strategies.search_split import ArchitectureSplit, architecture_groups, architecture_split, split_speakers
+from strategies.search.split import ArchitectureSplit, architecture_groups, architecture_split, split_speakers
 
 SPEAKERS = ("a", "b", "c", "d", "e")
 

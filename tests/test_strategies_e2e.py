@@ -17,7 +17,7 @@ import torch
 from ser_space import SERSpace, SpaceConfig, build_model, load_architecture, save_architecture, validate_architecture
 from strategies.data.dataset import FeatureDataset
 from strategies.evaluator import TrainConfig
-from strategies.registry import STRATEGIES
+from strategies.search.registry import STRATEGIES
 from strategies.search import SearchConfig, run_search
 
 from conftest import write_random_features
@@ -251,7 +251,7 @@ def test_nni_proxyless_fails_on_ser_space_and_the_registry_refuses_it() -> None:
     from nni.nas.strategy import Proxyless
     from torch.utils.data import TensorDataset
 
-    from strategies.registry import REFUSED, get_strategy
+    from strategies.search.registry import REFUSED, get_strategy
 
     config = SpaceConfig.tiny()
     torch.manual_seed(0)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from strategies.unrolled import SecondOrderDARTS, SecondOrderDartsLightningModule, unrolled_arch_gradient
+from strategies.search.unrolled import SecondOrderDARTS, SecondOrderDartsLightningModule, unrolled_arch_gradient
 
 import tiny_search
 

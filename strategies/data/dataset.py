@@ -40,7 +40,7 @@ class FeatureDataset(Dataset):
         ``per_coefficient``).
     speakers : sequence of str, optional
         Each row's speaker: what ``per_speaker`` normalisation groups by, and what speaker-wise
-        splits of this split read (:mod:`strategies.search_split`).
+        splits of this split read (:mod:`strategies.search.split`).
     normalization : {"per_coefficient", "per_speaker", "per_utterance", "none"}, optional
         How the rows are standardised (``FeatureConfig.normalization``): with ``mean`` and
         ``std``; every speaker's rows with their own statistics (needs ``speakers``; a split of

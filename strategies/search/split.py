@@ -33,7 +33,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import Dataset
 
-from .data.dataset import FeatureDataset
+from ..data.dataset import FeatureDataset
 
 logger = logging.getLogger(__name__)
 

@@ -264,7 +264,7 @@ class SecondOrderDartsLightningModule(LeanDartsLightningModule):
 class SecondOrderDARTS(LeanDARTS):
     """NNI's DARTS with the second-order (unrolled) architecture gradient.
 
-    A :class:`~strategies.darts_step.LeanDARTS` (NNI's DARTS: same search space support,
+    A :class:`~strategies.search.darts_step.LeanDARTS` (NNI's DARTS: same search space support,
     mutation hooks, optimizers and export); only the architecture step differs (see
     :class:`SecondOrderDartsLightningModule`). It costs about three extra forward/backward
     passes per step (see docs/second_order.md).

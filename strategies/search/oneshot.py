@@ -23,7 +23,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from .evaluator import SERModule, classification_metrics, confusion_matrix, predict_logits
+from ..evaluator import SERModule, classification_metrics, confusion_matrix, predict_logits
 
 logger = logging.getLogger(__name__)
 

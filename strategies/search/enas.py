@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from nni.nas.strategy import Strategy
 
-    from .search import SearchConfig
+    from .config import SearchConfig
 
 
-def build(config: SearchConfig) -> Strategy:
+def build_enas(config: SearchConfig) -> Strategy:
+    """NNI's ENAS, rewarded by the shared evaluator's per-batch validation accuracy."""
     from nni.nas.strategy import ENAS
 
     return ENAS(reward_metric_name="val_acc_step", warmup_epochs=config.warmup_epochs)
