@@ -9,6 +9,10 @@ import warnings as _warnings
 # classes are "not a nn.Module": noise on current torch (see strategies/compat.py, fix 2).
 _warnings.filterwarnings("ignore", message=r".*is found to be not a nn\.Module.*", category=RuntimeWarning)
 
+from . import nni_fixes as _nni_fixes
+
+_nni_fixes.apply()  # TPE reads the cells' input choices (ser_space/nni_fixes.py)
+
 from .arch import (
     ARCH_FORMAT,
     ARCH_VERSION,

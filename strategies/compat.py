@@ -50,13 +50,9 @@ Fixes
    answer; ``Experiment`` has no handle on it yet, so ``stop()`` cannot end it and the node
    process keeps its port. :func:`manager_host` wraps every start: a manager started inside
    the block that is still running when an exception leaves it is terminated.
-6. **TPE cannot read a cell's input choices.** NNI's ``Cell`` makes each input choice a
-   ``CategoricalMultiple(n_chosen=1)``, which has no ``as_legacy_dict``, so NNI's TPE strategy
-   (``nni/nas/strategy/hpo.py``) fails at once with ``NotImplementedError``, and a NAS
-   experiment's web UI leaves those choices out ("Cannot convert CategoricalMultiple").
-   Choosing one of n is a categorical choice: :func:`apply` gives ``CategoricalMultiple`` an
-   ``as_legacy_dict`` that describes ``n_chosen=1`` as ``choice`` over one-element lists (what
-   ``freeze`` takes back); other ``n_chosen`` still raise NNI's error.
+6. **TPE cannot read a cell's input choices.** Fixed in the space's own package, where a plain
+   NNI experiment gets it too: ``ser_space/nni_fixes.py`` (applied when ``ser_space`` is
+   imported).
 7. **A manager that starts slowly is given up after 3 seconds.** ``start_experiment`` asks
    the new manager for ``/check-status`` three times, one second apart
    (``nni.experiment.launcher._check_rest_server(port, retry=3)``), and then raises
@@ -193,26 +189,9 @@ def apply() -> None:
     serializer.load.__kwdefaults__ = kwdefaults
     lifeline.claim()  # fix 8: what this process starts watches it (unless it was started for another owner)
     _preload_listen_script()
-    _single_choice_as_legacy_dict()
     _patient_manager_start()
     _applied = True
     logger.debug("NNI compatibility fixes applied")
-
-
-def _single_choice_as_legacy_dict() -> None:
-    """Fix 6: ``CategoricalMultiple(n_chosen=1).as_legacy_dict()`` is a categorical choice."""
-    from nni.mutable import CategoricalMultiple
-
-    if "as_legacy_dict" in CategoricalMultiple.__dict__:  # pragma: no cover - a later NNI has its own
-        return
-    unsupported = CategoricalMultiple.as_legacy_dict  # NNI's: raises NotImplementedError
-
-    def as_legacy_dict(self: Any) -> dict:
-        if self.n_chosen != 1:
-            return unsupported(self)
-        return {"_type": "choice", "_value": [[value] for value in self.values]}
-
-    CategoricalMultiple.as_legacy_dict = as_legacy_dict
 
 
 def _patient_manager_start() -> None:

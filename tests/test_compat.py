@@ -234,14 +234,15 @@ def test_verbose_shows_the_other_packages_warnings_again(tmp_path) -> None:
     assert "LeafSpec" in err
 
 
-# ----------------------------------------------------------------------------- fix 6: TPE and cell inputs
+# ----------------------------------------------------------------------------- TPE and cell inputs (ser_space/nni_fixes.py)
 
 
 def test_a_cell_input_choice_is_a_categorical_choice_for_hpo_tuners() -> None:
     from nni.algorithms.hpo.tpe_tuner import TpeTuner
     from nni.mutable import CategoricalMultiple
 
-    compat.apply()
+    import ser_space  # noqa: F401  (its NNI fix comes with it: ser_space/nni_fixes.py)
+
     one = CategoricalMultiple([0, 1, 2], n_chosen=1, label="input_2_0")
     assert one.as_legacy_dict() == {"_type": "choice", "_value": [[0], [1], [2]]}
     tuner = TpeTuner(seed=0)
@@ -257,7 +258,6 @@ def test_tpe_reads_the_whole_ser_space() -> None:
     """The defect: NNI's TPE strategy builds its search space with as_legacy_dict on every mutable."""
     from ser_space import SERSpace, SpaceConfig
 
-    compat.apply()
     space = SERSpace(SpaceConfig.tiny().to_dict())
     legacy = {label: mutable.as_legacy_dict() for label, mutable in space.simplify().items()}
     inputs = [label for label in legacy if "/input_" in label]

@@ -200,7 +200,7 @@ def test_registry_strategies_build() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["tpe", "evolution", "grid", "policy_rl"])
 def test_nni_multi_trial_strategies_search_ser_space(strategy: str, tmp_path: Path) -> None:
-    """NNI's TPE (needs strategies.compat fix 6: cell input choices as categorical choices),
+    """NNI's TPE (needs ser_space/nni_fixes.py: cell input choices as categorical choices),
     regularized evolution, grid search and PolicyBasedRL search SERSpace through real trials,
     and export a network that rebuilds from its architecture file and trains."""
     space = _space()
