@@ -134,7 +134,7 @@ def write_results(name: str, payload: dict[str, Any], out_dir: str | Path | None
     An earlier result of the same name stays intact until the new one is complete; a folder
     that cannot be written ends the script with a one-line error naming it.
     """
-    from ser_space.arch import write_atomically  # the project's one atomic writer
+    from ser_space.io import write_atomically  # the project's one atomic writer
 
     folder = Path(out_dir) if out_dir else RESULTS
     path = folder / f"{name}.json"

@@ -31,7 +31,8 @@ from _common import RESULTS, machine_info, write_results  # noqa: E402
 from recipe_ablation import run_folder  # noqa: E402
 
 from strategies.evaluate import finished_folds  # noqa: E402
-from strategies.runs import atomic_write, read_json  # noqa: E402
+from ser_space.io import write_atomically  # noqa: E402
+from strategies.runs import read_json  # noqa: E402
 
 CURVES = ("train_loss", "val_loss", "val_ua")
 
@@ -105,7 +106,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set_xticks(range(len(folds)), [f"fold {f}" for f in folds], fontsize=7)
     ax.set_title("test UA per fold (line: mean over seeds; dots: seeds)", fontsize=9)
     fig.tight_layout()
-    return atomic_write(path, lambda h: fig.savefig(h, format="png", bbox_inches="tight"))
+    return write_atomically(path, lambda h: fig.savefig(h, format="png", bbox_inches="tight"))
 
 
 def main(argv: list[str] | None = None) -> int:

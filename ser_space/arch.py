@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 from torch import nn
 
 from .config import RESIZABLE_FIELDS, SpaceConfig
+from .io import write_atomically
 from .space import SERSpace, as_config
 
 __all__ = [
@@ -184,47 +184,6 @@ def save_architecture(path: str | os.PathLike[str], sample: dict[str, Any],
     text = json.dumps(export_architecture(sample, config, meta), indent=2) + "\n"
     write_atomically(path, lambda stream: stream.write(text.encode("utf-8")))
     _logger.info("saved architecture to %s", path)
-    return path
-
-
-def _umask() -> int:
-    """The process's umask, read without changing it where the system says it (Linux)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: read by setting, then put back at once
-    os.umask(mask)
-    return mask
-
-
-def write_atomically(path: str | os.PathLike[str], write: Any) -> Path:
-    """Call ``write(binary_stream)`` on a temporary file beside ``path``, then rename it to ``path``.
-
-    The project's atomic writer (``strategies.runs.atomic_write`` is this function): a unique
-    temporary name in the same folder, fsync, ``os.replace``; ``path`` is either its old self
-    or complete, never half-written, and the temporary file is removed if anything fails. The
-    file gets the mode a plain ``open`` would give (``0o666`` less the umask), not the
-    temporary file's private ``0o600``, so a shared run folder or cache stays readable.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(handle, 0o666 & ~_umask())
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())  # the data is on disk before the name points to it
-        os.replace(temp, path)
-    except BaseException as error:
-        Path(temp).unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.filename is None:  # a full disk mid-write: name the file
-            raise OSError(error.errno, error.strerror, str(path)) from error
-        raise
     return path
 
 

@@ -13,7 +13,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .arch import Architecture, validate_architecture, write_atomically
+from .arch import Architecture, validate_architecture
+from .io import write_atomically
 from .cells import NUM_OPS_PER_NODE, NUM_PREDECESSORS, SEQ_NUM_OPS_PER_NODE, SEQ_NUM_PREDECESSORS
 from .config import SpaceConfig
 

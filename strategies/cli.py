@@ -391,13 +391,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _write_table(table: Any, out: Path) -> None:
-    from .runs import atomic_write
+    from ser_space.io import write_atomically
 
     if out.suffix.lower() == ".json":
         text = json.dumps(json.loads(table.to_json(orient="records")), indent=2)  # NaN -> null
-        atomic_write(out, lambda h: h.write(text.encode()))
+        write_atomically(out, lambda h: h.write(text.encode()))
     else:
-        atomic_write(out, lambda h: table.to_csv(h, index=False))
+        write_atomically(out, lambda h: table.to_csv(h, index=False))
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

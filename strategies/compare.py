@@ -51,6 +51,8 @@ import numpy as np
 
 from ser_space import SpaceConfig
 
+from ser_space.io import write_atomically
+
 from . import compat, lifeline
 from .baselines import BASELINES
 from .data.config import DataConfig
@@ -61,7 +63,7 @@ from .reference import is_reference, parse_reference
 from .progress import bar
 from .progress import shown as progress_shown
 from .threads import fair_share, threads_for_run, use_threads
-from .runs import RunError, atomic_write, new_run_dir, package_versions, read_json, write_json, writer_lock
+from .runs import RunError, new_run_dir, package_versions, read_json, write_json, writer_lock
 from .search import SearchConfig, equal_budget, get_strategy
 from .stats import fold_means, paired_difference, paired_text
 
@@ -555,7 +557,7 @@ def build_report(compare_dir: str | Path) -> dict[str, Any]:
     order = list(config.methods) + sorted({r["method"] for r in rows} - set(config.methods))
     rows.sort(key=lambda r: (order.index(r["method"]), r["seed"], r["fold"]))
     results = pd.DataFrame(rows, columns=list(_RESULT_COLUMNS))
-    atomic_write(compare_dir / "results.csv", lambda h: results.to_csv(h, index=False))
+    write_atomically(compare_dir / "results.csv", lambda h: results.to_csv(h, index=False))
 
     table_rows = []
     for method in order:
@@ -574,7 +576,7 @@ def build_report(compare_dir: str | Path) -> dict[str, Any]:
         })
     _pair_with_best_hand_designed(table_rows, rows)
     table = pd.DataFrame([{k: v for k, v in r.items() if k != "paired"} for r in table_rows])
-    atomic_write(compare_dir / "table.csv", lambda h: table.to_csv(h, index=False))
+    write_atomically(compare_dir / "table.csv", lambda h: table.to_csv(h, index=False))
     missing = _missing_runs(compare_dir, config, rows)
     expected = len(rows) + len(missing)
     markdown = markdown_table(table_rows)
@@ -587,7 +589,7 @@ def build_report(compare_dir: str | Path) -> dict[str, Any]:
               f"more than methods, so read a ranking from that column, not from mean +- std.\n\n")
     note = "" if not missing else f"\nUnfinished runs: {', '.join(missing)}\n"
     text = header + markdown + note
-    atomic_write(compare_dir / "table.md", lambda h: h.write(text.encode()))
+    write_atomically(compare_dir / "table.md", lambda h: h.write(text.encode()))
 
     figures = []
     try:
@@ -670,7 +672,7 @@ def _figure(width: float, height: float) -> Any:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    return atomic_write(path, lambda h: fig.savefig(h, format="png", bbox_inches="tight"))
+    return write_atomically(path, lambda h: fig.savefig(h, format="png", bbox_inches="tight"))
 
 
 def _plot_ua_vs_cost(table_rows: Sequence[dict[str, Any]], path: Path) -> Path:

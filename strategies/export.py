@@ -37,10 +37,11 @@ import torch
 from torch import nn
 
 from ser_space import build_model, parse_architecture
+from ser_space.io import write_atomically
 
 from .data.features import FeatureConfig, Normalizer
 from .data.melspec import mel_filters
-from .runs import RunError, atomic_write, load_model_bundle
+from .runs import RunError, load_model_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ def write_onnx(model: Deployable, output: str | Path, meta: dict[str, str]) -> P
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    return atomic_write(output, lambda handle: handle.write(proto.SerializeToString()))
+    return write_atomically(output, lambda handle: handle.write(proto.SerializeToString()))
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

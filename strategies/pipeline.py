@@ -41,6 +41,7 @@ import torch
 
 from ser_space import (SpaceConfig, build_model, count_multiply_adds, count_parameters, draw_cells, export_architecture,
                        fast, load_architecture, save_architecture, validate_architecture)
+from ser_space.io import write_atomically
 
 from . import compat
 from .baselines import BASELINES, hand_designed_architecture
@@ -56,8 +57,7 @@ from .trials import relocate_experiments
 from .progress import bar
 from .progress import shown as progress_shown
 from .reference import REFERENCE_BASELINES, fit_reference, is_reference, parse_reference, reference_features
-from .runs import (RunError, atomic_write, new_run_dir, package_versions, read_json, save_model_bundle, write_json,
-                   writer_lock)
+from .runs import RunError, new_run_dir, package_versions, read_json, save_model_bundle, write_json, writer_lock
 from .search import SearchConfig, SearchResult, run_search
 from .search.split import split_speakers
 
@@ -530,7 +530,7 @@ def _write_history_csv(path: Path, history: list[dict[str, Any]]) -> None:
     import pandas as pd
 
     frame = pd.DataFrame([{k: v for k, v in e.items() if k != "architecture"} for e in history])
-    atomic_write(path, lambda h: frame.to_csv(h, index=False))
+    write_atomically(path, lambda h: frame.to_csv(h, index=False))
 
 
 def summarize_folds(metrics: list[dict[str, Any]]) -> dict[str, Any]:
@@ -631,4 +631,4 @@ def _write_results_csv(path: Path, metrics: list[dict[str, Any]]) -> None:
     columns = ("fold", "fold_name", "method", "test_ua", "test_wa", "test_f1", "val_ua", "search_val_ua",
                "selected_epoch", "parameters", "multiply_adds", "search_seconds", "retrain_seconds")
     frame = pd.DataFrame([{c: m.get(c) for c in columns} for m in metrics])
-    atomic_write(path, lambda h: frame.to_csv(h, index=False))
+    write_atomically(path, lambda h: frame.to_csv(h, index=False))

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .runs import atomic_write
+from ser_space.io import write_atomically
 
 __all__ = ["plot_confusion", "plot_history"]
 
@@ -20,7 +20,7 @@ def _figure(width: float, height: float) -> Any:
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    return atomic_write(path, lambda h: fig.savefig(h, format="png", bbox_inches="tight"))
+    return write_atomically(path, lambda h: fig.savefig(h, format="png", bbox_inches="tight"))
 
 
 def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: str | Path, title: str = "") -> Path:

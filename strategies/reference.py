@@ -41,11 +41,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ser_space.io import write_atomically
+
 from .data.audio import read_audio, resample
 from .data.errors import DataError
 from .data.features import file_sha1
 from .evaluator import classification_metrics, confusion_matrix
-from .runs import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ def reference_features(manifest: pd.DataFrame, feature_set: str, cache_dir: str 
                         elapsed / (index + 1) * (len(paths) - index - 1))
     matrix = np.nan_to_num(np.vstack(rows).astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda handle: np.save(handle, matrix))
+    write_atomically(path, lambda handle: np.save(handle, matrix))
     logger.info("%s features of %d utterances in %.0f s", feature_set, len(paths), time.perf_counter() - started)
     return matrix
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ser_space.arch import write_atomically
+from ser_space.io import write_atomically
 
-__all__ = ["atomic_write", "write_json", "read_json", "package_versions", "new_run_dir", "RunError",
+__all__ = ["write_json", "read_json", "package_versions", "new_run_dir", "RunError",
            "MODEL_FORMAT", "save_model_bundle", "load_model_bundle", "writer_lock"]
 
 MODEL_FORMAT = "ser-nas-model"
@@ -40,9 +40,6 @@ class RunError(ValueError):
     """A run folder or model file that cannot be used (one-line message naming the path)."""
 
 
-#: The project's one atomic writer (``ser_space.arch.write_atomically``): ``atomic_write(path,
-#: write)`` calls ``write(handle)`` on a temporary file beside ``path`` and renames it into place.
-atomic_write = write_atomically
 
 
 def _json_default(value: Any) -> Any:
@@ -72,7 +69,7 @@ def _finite(value: Any) -> Any:
 def write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as indented JSON, atomically (NaN and inf become null)."""
     text = json.dumps(_finite(data), indent=2, default=_json_default, sort_keys=False)
-    return atomic_write(path, lambda h: h.write((text + "\n").encode()))
+    return write_atomically(path, lambda h: h.write((text + "\n").encode()))
 
 
 def read_json(path: str | Path) -> Any:
@@ -184,7 +181,7 @@ def save_model_bundle(path: str | Path, state_dict: dict[str, Any], architecture
         "normalizer": json.dumps(_finite(normalizer), default=_json_default),
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
     }
-    return atomic_write(path, lambda h: torch.save(bundle, h))
+    return write_atomically(path, lambda h: torch.save(bundle, h))
 
 
 def load_model_bundle(path: str | Path) -> dict[str, Any]:

@@ -100,12 +100,12 @@ def test_written_files_follow_the_umask(tmp_path: Path) -> None:
     """Files written atomically get the mode a plain open() gives, so colleagues can read them."""
     import os
 
-    from strategies.runs import atomic_write
+    from ser_space.io import write_atomically
 
     for umask, mode in ((0o022, 0o644), (0o002, 0o664), (0o077, 0o600)):
         old = os.umask(umask)
         try:
-            path = atomic_write(tmp_path / f"file-{umask:o}", lambda h: h.write(b"x"))
+            path = write_atomically(tmp_path / f"file-{umask:o}", lambda h: h.write(b"x"))
         finally:
             os.umask(old)
         assert path.stat().st_mode & 0o777 == mode, (oct(umask), oct(path.stat().st_mode))

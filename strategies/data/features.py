@@ -37,7 +37,7 @@ import pandas as pd
 
 from strategies.data.audio import read_audio, resample
 from strategies.data.errors import DataError
-from ser_space.arch import write_atomically as atomic_write
+from ser_space.io import write_atomically
 
 __all__ = [
     "FeatureCache",
@@ -734,7 +734,7 @@ class FeatureCache:
             "rows": entries,
         }
         payload = json.dumps(index, indent=1, sort_keys=True).encode("utf-8")
-        atomic_write(folder / _INDEX, lambda handle: handle.write(payload))
+        write_atomically(folder / _INDEX, lambda handle: handle.write(payload))
         # Old data files: readers that memmapped them keep their open mapping (POSIX unlink).
         for stale in folder.glob("features-*.npy"):
             if stale.name != data_name:

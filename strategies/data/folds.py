@@ -32,7 +32,7 @@ import pandas as pd
 
 from strategies.data.corpora import UNKNOWN_SPEAKER, get_corpus
 from strategies.data.errors import DataError
-from ser_space.arch import write_atomically as atomic_write
+from ser_space.io import write_atomically
 
 __all__ = [
     "FOLDS_FORMAT",
@@ -411,7 +411,7 @@ def save_folds(
         "folds": [asdict(fold) for fold in folds],
     }
     text = json.dumps(document, indent=1) + "\n"
-    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
     return path
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ser_space.arch import write_atomically as atomic_write  # the project's one atomic writer
+from ser_space.io import write_atomically
 
 from .config import DataConfig
 from .paths import cache_root
@@ -152,9 +152,9 @@ def _build_prepared(config: DataConfig, data_dir: Path, folder: Path, progress: 
     array = np.asarray(feature_set.features, dtype=np.float32)
 
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / "manifest.csv", lambda h: manifest.to_csv(h, index=False))
+    write_atomically(folder / "manifest.csv", lambda h: manifest.to_csv(h, index=False))
     save_folds(folds, folder / "folds.json", metadata={"dataset": config.dataset})
-    atomic_write(folder / "features.npy", lambda h: np.save(h, array))
+    write_atomically(folder / "features.npy", lambda h: np.save(h, array))
     summary = summarize(manifest)
     record = {
         "format": _FORMAT,
@@ -165,7 +165,7 @@ def _build_prepared(config: DataConfig, data_dir: Path, folder: Path, progress: 
         "num_folds": len(folds),
         "summary": summary,
     }
-    atomic_write(stamp, lambda h: h.write(json.dumps(record, indent=2, default=str).encode()))
+    write_atomically(stamp, lambda h: h.write(json.dumps(record, indent=2, default=str).encode()))
     logger.info("prepared %d utterances, %d folds in %s", len(manifest), len(folds), folder)
     return PreparedData(folder, config, manifest, tuple(folds), classes, folder / "features.npy")
 
