@@ -26,7 +26,9 @@ from torch.utils.data import DataLoader
 from ser_space import SpaceConfig, count_parameters
 from strategies.data.prepare import prepare_data
 from strategies.evaluator import evaluate_model
-from strategies.pipeline import RunConfig, adapt_space, fold_datasets, summarize_folds, train_model
+from strategies.pipeline import adapt_space, fold_datasets, summarize_folds
+from strategies.recipes import RunConfig
+from strategies.training import train_model
 
 
 class PlainCNN(nn.Module):

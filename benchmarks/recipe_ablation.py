@@ -36,8 +36,8 @@ from ser_space import SpaceConfig  # noqa: E402
 from strategies.data.features import FeatureConfig  # noqa: E402
 from strategies.data.config import DataConfig  # noqa: E402
 from strategies.evaluator import TrainConfig  # noqa: E402
-from strategies.pipeline import RunConfig, run_pipeline  # noqa: E402
-from strategies.recipes import REAL_SPEECH, real_speech_recipe  # noqa: E402
+from strategies.pipeline import run_pipeline  # noqa: E402
+from strategies.recipes import REAL_SPEECH, RunConfig, real_speech_recipe  # noqa: E402
 from strategies.search.registry import get_strategy  # noqa: E402
 from strategies.search import equal_budget  # noqa: E402
 from strategies import stats  # noqa: E402

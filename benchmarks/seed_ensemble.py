@@ -30,7 +30,7 @@ from recipe_ablation import paired, paired_text, run_folder  # noqa: E402
 from strategies.data.prepare import prepare_data  # noqa: E402
 from strategies.evaluate import fold_models  # noqa: E402
 from strategies.evaluator import classification_metrics, confusion_matrix, predict_logits  # noqa: E402
-from strategies.pipeline import RunConfig  # noqa: E402
+from strategies.recipes import RunConfig  # noqa: E402
 from strategies.runs import read_json  # noqa: E402
 
 

@@ -44,7 +44,8 @@ from strategies.data.features import FeatureConfig
 from strategies.data.config import DataConfig
 from strategies.data.prepare import prepare_data
 from strategies.evaluator import SERModule, evaluate_model, make_lightning
-from strategies.pipeline import RunConfig, adapt_space, fold_datasets
+from strategies.pipeline import adapt_space, fold_datasets
+from strategies.recipes import RunConfig
 
 logger = logging.getLogger("benchmarks.selection_bias")
 

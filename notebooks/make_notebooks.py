@@ -69,7 +69,8 @@ print("classes:", prepared.classes, "| folds:", len(prepared.folds))
 """),
     ("md", "## 2. Search with DARTS, retrain, test (one fold)"),
     ("code", """
-from strategies.pipeline import RunConfig, run_pipeline
+from strategies.pipeline import run_pipeline
+from strategies.recipes import RunConfig
 from strategies.search import SearchConfig
 
 config = RunConfig(

@@ -245,8 +245,6 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--timeout", type=float, default=None,
                       help="stop the web UI after this many seconds (default: until Ctrl-C)")
     view.add_argument("--verbose", action="store_true")
-    from .reproduce import add_reproduce_parser
-
     add_compare_parser(sub)
     add_reproduce_parser(sub)
     return parser
@@ -312,7 +310,7 @@ def _folds(text: str) -> tuple[int, ...] | None:
 def _run_config(args: argparse.Namespace, search: bool = True) -> Any:
     import dataclasses
 
-    from .pipeline import RunConfig
+    from .recipes import RunConfig
     from .recipes import recipe_for
     from .runs import read_json
 
@@ -475,6 +473,70 @@ def cmd_view(args: argparse.Namespace) -> int:
 
     view(args.run, port=args.port, timeout=args.timeout, experiment=args.experiment, on_ready=announce,
          host=args.webui_host)
+    return 0
+
+
+# ----------------------------------------------------------------------------- ser-nas reproduce
+
+def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``ser-nas reproduce ROW --root PATH [...]`` to the CLI's subparsers."""
+    from ser_space import SEQ_OP_SETS
+
+    from .recipes import DEFAULT_RETRAIN_EPOCHS
+    from .reproduce import PROTOCOL_CHOICES, ROWS
+
+    parser = subparsers.add_parser(
+        "reproduce", help="rerun a published row (search -> retrain -> test, every fold); ours vs published",
+        description="Rerun a published row of Rajapakshe et al. with the paper's settings on the authors' "
+                    "protocol (or the standard one) and print our figures beside the published ones.")
+    parser.add_argument("row", nargs="?", default=None, help=f"row to rerun: {', '.join(ROWS)}")
+    parser.add_argument("--root", default=None, help="corpus folder of the row's corpus")
+    parser.add_argument("--protocol", default="authors", choices=PROTOCOL_CHOICES,
+                        help="the authors' protocol (as published), the standard one, or both side by side")
+    parser.add_argument("--epochs", type=int, default=None, help="search epochs (default 50, the paper's)")
+    parser.add_argument("--retrain-epochs", type=int, default=None,
+                        help=f"retraining epochs (default {DEFAULT_RETRAIN_EPOCHS}; the authors' code: 600)")
+    parser.add_argument("--order", default="second", choices=("second", "first"),
+                        help="DARTS order: second as published; first for a cheap smoke run")
+    parser.add_argument("--seq-op-set", default=None, choices=sorted(SEQ_OP_SETS),
+                        help="another sequence op set than the row's (the emoDARTS ablation)")
+    parser.add_argument("--space", default="paper", choices=("paper", "tiny"),
+                        help="search space: the paper's, or the tiny one for a smoke run (the op set applies to both)")
+    parser.add_argument("--features", default="compat", choices=("compat", "default", "small"),
+                        help="feature recipe: the authors' (compat), ours at native rate, or small for a smoke run")
+    parser.add_argument("--folds", default="all", help="fold indices, comma separated, or 'all' (as published)")
+    parser.add_argument("--output", default="runs", help="where run folders are created")
+    parser.add_argument("--data-dir", default=None, help="cache of prepared data (default ~/.cache/ser-nas)")
+    parser.add_argument("--list", action="store_true", help="list the rows and their published figures")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """Run ``ser-nas reproduce``; prints the rows (``--list``) or the ours-vs-published table."""
+    from ser_space import SpaceConfig
+
+    from .data.features import FeatureConfig
+    from .reproduce import ROWS, format_results, get_row, list_rows, run_reproduce
+
+    if args.list:
+        print(list_rows())
+        return 0
+    if args.row is None:
+        raise ValueError(f"name a row (one of {', '.join(ROWS)}) or use --list")
+    row = get_row(args.row)
+    if args.root is None:
+        raise ValueError(f"row {row.name} needs --root (the {row.corpus} corpus folder)")
+    folds = None if args.folds.strip().lower() == "all" else tuple(int(v) for v in args.folds.split(",") if v.strip())
+    overrides: dict[str, Any] = {"protocol": args.protocol, "order": args.order, "epochs": args.epochs,
+                                 "retrain_epochs": args.retrain_epochs, "seq_op_set": args.seq_op_set,
+                                 "folds": folds, "data_dir": args.data_dir, "progress": not args.quiet,
+                                 "space": SpaceConfig.tiny() if args.space == "tiny" else None,
+                                 "features": {"compat": FeatureConfig.compat, "default": FeatureConfig.default,
+                                              "small": FeatureConfig.small}[args.features]()}
+    result = run_reproduce(row, str(Path(args.root).expanduser()), output_dir=args.output, overrides=overrides)
+    print(format_results(result))
     return 0
 
 
@@ -716,8 +778,6 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.command == "compare":
             return cmd_compare(args)
         if args.command == "reproduce":
-            from .reproduce import cmd_reproduce
-
             return cmd_reproduce(args)
     except (DataError, RunError, ArchitectureError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -58,7 +58,8 @@ from .baselines import BASELINES
 from .data.config import DataConfig
 from .data.prepare import PreparedData, prepare_data
 from .evaluator import TrainConfig
-from .pipeline import RunConfig, adapt_space, run_fold, summarize_folds
+from .pipeline import run_fold, summarize_folds
+from .recipes import SYNTHETIC_COMPARE_RETRAIN, SYNTHETIC_SEARCH_TRAIN, RunConfig
 from .reference import is_reference, parse_reference
 from .progress import bar
 from .progress import shown as progress_shown
@@ -72,14 +73,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["CompareConfig", "CompareJob", "compare_jobs", "run_compare", "build_report", "markdown_table"]
 
 COMPARE_FORMAT = 1
-
-
-def _default_search_train() -> TrainConfig:
-    return RunConfig().search_train
-
-
-def _default_retrain() -> TrainConfig:
-    return RunConfig().retrain.replace(max_epochs=15)
 
 
 def default_references() -> tuple[str, ...]:
@@ -109,8 +102,8 @@ class CompareConfig:
     data: DataConfig = field(default_factory=DataConfig)  # corpus, folds, features
     space: SpaceConfig = field(default_factory=SpaceConfig.tiny)  # search space (shape and classes follow the data)
     search: SearchConfig = field(default_factory=SearchConfig)  # other search settings; strategy, budget and seed are set per job
-    search_train: TrainConfig = field(default_factory=_default_search_train)  # weight training during search
-    retrain: TrainConfig = field(default_factory=_default_retrain)  # retraining, the same for every job
+    search_train: TrainConfig = field(default_factory=lambda: SYNTHETIC_SEARCH_TRAIN)  # weight training during search
+    retrain: TrainConfig = field(default_factory=lambda: SYNTHETIC_COMPARE_RETRAIN)  # retraining, the same for every job
 
     def __post_init__(self) -> None:
         seeds = self.seeds
@@ -303,7 +296,6 @@ def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", d
         elif config is None:
             raise ValueError("run_compare needs a config or resume")
         prepared = prepare_data(config.data, data_dir=data_dir, progress=progress)
-        space = adapt_space(config.space, prepared)
         all_jobs = compare_jobs(config, prepared)
         pending = [job for job in all_jobs if resume is None
                    or not (Path(resume) / job.run_name / f"fold-{job.fold}" / "metrics.json").is_file()]
@@ -342,7 +334,7 @@ def run_compare(config: CompareConfig | None, output_dir: str | Path = "runs", d
                     use_threads(share)
                     for number, job in enumerate(pending, 1):
                         logger.info("[%d/%d] %s fold %d", number, len(pending), job.run_name, job.fold)
-                        run_fold(job.config, prepared, space, prepared.folds[job.fold], compare_dir / job.run_name,
+                        run_fold(job.config, prepared, prepared.folds[job.fold], compare_dir / job.run_name,
                                  trainer_kwargs)
                         done += 1
                         job_bar.update(1)
@@ -395,8 +387,7 @@ def run_comparison_job(task: tuple[dict[str, Any], int, str, str | None, dict[st
     try:
         config = RunConfig.from_dict(config_dict)
         prepared = prepare_data(config.data, data_dir=data_dir, progress=False)
-        space = adapt_space(config.space, prepared)
-        metrics = run_fold(config, prepared, space, prepared.folds[fold], Path(run_dir), trainer_kwargs)
+        metrics = run_fold(config, prepared, prepared.folds[fold], Path(run_dir), trainer_kwargs)
         outcome.update(test_ua=metrics["test_ua"], seconds=time.perf_counter() - started)
     except Exception as error:  # one failed run never costs the others; its folder stays unfinished
         outcome["error"] = str(error).splitlines()[0] if str(error) else type(error).__name__

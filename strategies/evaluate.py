@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader
 from .data.dataset import FeatureDataset
 from .data.prepare import PreparedData, prepare_data
 from .evaluator import evaluate_model
-from .pipeline import RunConfig, split_dataset
+from .pipeline import split_dataset
+from .recipes import RunConfig
 from .predict import Predictor
 from .reference import is_reference
 from .runs import RunError, load_model_bundle, read_json

@@ -24,14 +24,10 @@ skips finished folds and redoes the rest.
 from __future__ import annotations
 
 import contextlib
-import copy
-import dataclasses
 import errno
 import logging
-import math
 import shutil
 import time
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,107 +36,31 @@ import pytorch_lightning as pl
 import torch
 
 from ser_space import (SpaceConfig, build_model, count_multiply_adds, count_parameters, draw_cells, export_architecture,
-                       fast, load_architecture, save_architecture, validate_architecture)
+                       load_architecture, save_architecture, validate_architecture)
 from ser_space.io import write_atomically
 
 from . import compat
-from .baselines import BASELINES, hand_designed_architecture
+from .baselines import hand_designed_architecture
 from .data.dataset import FeatureDataset
 from .data.features import Normalizer, gain_level, standardise_per_speaker
 from .data.folds import Fold
-from .data.config import DataConfig
 from .data.prepare import PreparedData, prepare_data
-from .evaluator import SERModule, TrainConfig, evaluate_model, make_lightning
+from .evaluator import evaluate_model
+from .training import train_model
 from .plots import plot_confusion, plot_history
 from .threads import threads_for_run, use_threads
 from .trials import relocate_experiments
 from .progress import bar
+from .recipes import RunConfig
 from .progress import shown as progress_shown
-from .reference import REFERENCE_BASELINES, fit_reference, is_reference, parse_reference, reference_features
+from .reference import fit_reference, is_reference, parse_reference, reference_features
 from .runs import RunError, new_run_dir, package_versions, read_json, save_model_bundle, write_json, writer_lock
 from .search import SearchConfig, SearchResult, run_search
 from .search.split import split_speakers
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunConfig", "run_pipeline", "fold_datasets", "train_model", "adapt_space", "summarize_folds"]
-
-RUN_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything one run depends on; written to ``config.json`` of the run folder."""
-
-    data: DataConfig = field(default_factory=DataConfig)  # corpus, folds, features
-    space: SpaceConfig = field(default_factory=SpaceConfig.tiny)  # search space (input shape and classes follow the data)
-    search: SearchConfig = field(default_factory=lambda: SearchConfig(epochs=10))  # strategy and budget
-    search_train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        batch_size=32, optimizer="adam", learning_rate=3e-3, learning_rate_min=1e-4))  # weight training during search
-    retrain: TrainConfig = field(default_factory=lambda: TrainConfig(
-        max_epochs=30, batch_size=32, optimizer="adam", learning_rate=3e-3, learning_rate_min=1e-5,
-        class_weighted=True))  # retraining
-    folds: tuple[int, ...] | None = (0,)  # fold indices to run; None = every fold
-    baseline: str | None = None  # instead of a search: a hand-designed architecture (strategies.baselines) or a reference baseline (strategies.reference)
-    architecture: str | None = None  # instead of a search: an architecture file, or a run folder whose fold-<k>/architecture.json each fold k retrains
-
-    def __post_init__(self) -> None:
-        if self.baseline is not None:
-            if is_reference(self.baseline):
-                parse_reference(self.baseline)
-            elif self.baseline not in BASELINES:
-                raise RunError(f"unknown baseline {self.baseline!r}; hand-designed: {', '.join(BASELINES)}; "
-                               f"reference: {', '.join(REFERENCE_BASELINES)} (optionally :logreg or :svm)")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": RUN_FORMAT,
-            "data": self.data.to_dict(),
-            "space": self.space.to_dict(),
-            "search": self.search.to_dict(),
-            "search_train": self.search_train.to_dict(),
-            "retrain": self.retrain.to_dict(),
-            "folds": None if self.folds is None else list(self.folds),
-            "baseline": self.baseline,
-            "architecture": self.architecture,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        data = dict(data)
-        if data.pop("format", RUN_FORMAT) != RUN_FORMAT:
-            raise RunError("config.json: unsupported run format")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise RunError(f"config.json: unknown field(s) {', '.join(unknown)}")
-        folds = data.get("folds")
-        return cls(
-            data=DataConfig.from_dict(data["data"]),
-            space=SpaceConfig.from_dict(data["space"]),
-            search=SearchConfig.from_dict(data["search"]),
-            search_train=TrainConfig.from_dict(data["search_train"]),
-            retrain=TrainConfig.from_dict(data["retrain"]),
-            folds=None if folds is None else tuple(int(f) for f in folds),
-            baseline=data.get("baseline"),
-            architecture=data.get("architecture"),
-        )
-
-    def seeded(self, seed: int) -> RunConfig:
-        """A copy with one seed for the whole run: the search and both trainings (``ser-nas --seed``)."""
-        return dataclasses.replace(self, search=self.search.replace(seed=seed),
-                                   search_train=self.search_train.replace(seed=seed),
-                                   retrain=self.retrain.replace(seed=seed))
-
-    @property
-    def method(self) -> str:
-        """What produced the architecture: a strategy name, ``baseline-<name>`` or ``file``."""
-        if self.baseline:
-            return f"baseline-{self.baseline}"
-        if self.architecture:
-            return "file"
-        return self.search.strategy
-
+__all__ = ["run_pipeline", "run_fold", "fold_datasets", "adapt_space", "summarize_folds"]
 
 def adapt_space(space: SpaceConfig, prepared: PreparedData) -> SpaceConfig:
     """The space config with the corpus's input shape and class count."""
@@ -180,89 +100,6 @@ def split_dataset(prepared: PreparedData, rows: np.ndarray, normalizer: Normaliz
                           None if normalizer.mean is None else [float(v) for v in normalizer.mean],
                           None if normalizer.std is None else [float(v) for v in normalizer.std],
                           speakers=speakers, normalization=normalizer.kind)
-
-
-class _KeepBest(pl.Callback):
-    """Keeps a copy of the weights of the epoch with the best validation UA."""
-
-    def __init__(self, module: SERModule) -> None:
-        self.module = module
-        self.best_ua = -math.inf
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.best_epoch: int | None = None
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        if not self.module.history:
-            return
-        entry = self.module.history[-1]
-        ua = entry["val_ua"]
-        if not math.isnan(ua) and ua > self.best_ua:
-            self.best_ua = ua
-            self.best_epoch = entry["epoch"]
-            self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.module.model.state_dict().items()})
-
-
-class _AverageWeights(pl.Callback):
-    """Running mean of the parameters at the ends of the epochs from ``first`` on (weight
-    averaging over the tail of the schedule, as stochastic weight averaging does)."""
-
-    def __init__(self, module: SERModule, first: int) -> None:
-        self.module = module
-        self.first = first
-        self.count = 0
-        self.mean: dict[str, torch.Tensor] | None = None
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        if trainer.current_epoch < self.first:
-            return
-        params = {k: v.detach().cpu().clone() for k, v in self.module.model.named_parameters()}
-        self.count += 1
-        if self.mean is None:
-            self.mean = params
-        else:
-            for name, value in params.items():
-                self.mean[name] += (value - self.mean[name]) / self.count
-
-    def apply(self, model: torch.nn.Module, train_dataset: FeatureDataset, batch_size: int) -> None:
-        """Load the mean into ``model`` and recompute its batch-norm statistics on the training data."""
-        from torch.utils.data import DataLoader
-
-        assert self.mean is not None
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                param.copy_(self.mean[name])
-        # the averaged weights never ran: their batch-norm statistics come from one pass over
-        # the (unaugmented) training utterances
-        torch.optim.swa_utils.update_bn(DataLoader(train_dataset, batch_size=batch_size, shuffle=False), model)
-
-
-def train_model(model: torch.nn.Module, config: TrainConfig, train_dataset: FeatureDataset,
-                val_dataset: FeatureDataset, num_classes: int,
-                trainer_kwargs: dict[str, Any] | None = None,
-                progress: str | None = None) -> tuple[torch.nn.Module, list[dict[str, Any]], int]:
-    """Train a fixed model with the shared evaluator; returns (model, history, selected epoch).
-
-    ``progress`` names the epoch bar (shown inside :func:`strategies.progress.shown`)."""
-    pl.seed_everything(config.seed, workers=True)
-    module = SERModule.from_config(config, num_classes, train_dataset.labels.tolist(),
-                                   level=getattr(train_dataset, "level", None))
-    keep = _KeepBest(module)
-    callbacks: list[pl.Callback] = [keep]
-    if config.average_last:
-        average = _AverageWeights(module, config.max_epochs - max(1, round(config.average_last * config.max_epochs)))
-        callbacks.append(average)
-    lightning = make_lightning(module, config, train_dataset, val_dataset, callbacks=callbacks, progress=progress,
-                               **(trainer_kwargs or {}))
-    lightning.evaluate(model)
-    model = fast.restore(model.cpu())  # a plain PyTorch model again (SERModule accelerated it)
-    selected = module.history[-1]["epoch"] if module.history else config.max_epochs - 1
-    if config.model_selection == "best" and keep.best_state is not None:
-        model.load_state_dict(keep.best_state)
-        selected = int(keep.best_epoch or 0)
-    if config.average_last and average.mean is not None:
-        average.apply(model, train_dataset, config.batch_size)
-        logger.info("kept the mean of the weights of the last %d epoch(s)", average.count)
-    return model, module.history, selected
 
 
 def _select_folds(prepared: PreparedData, folds: tuple[int, ...] | None) -> list[Fold]:
@@ -330,9 +167,13 @@ def _architecture_for(config: RunConfig, space: SpaceConfig, source: Path | None
     return validate_architecture(result.architecture, space), result
 
 
-def run_fold(config: RunConfig, prepared: PreparedData, space: SpaceConfig, fold: Fold, run_dir: Path,
+def run_fold(config: RunConfig, prepared: PreparedData, fold: Fold, run_dir: Path,
              trainer_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Search, retrain and test one fold; returns its metrics (also in ``fold-<k>/metrics.json``)."""
+    """Search, retrain and test one fold; returns its metrics (also in ``fold-<k>/metrics.json``).
+
+    The space of ``config`` is adapted to the corpus (input shape, classes) here, once per fold.
+    """
+    space = adapt_space(config.space, prepared)
     final = run_dir / f"fold-{fold.index}"
     work = run_dir / f".fold-{fold.index}.partial"
     if work.exists():
@@ -603,7 +444,7 @@ def _run_folds(config: RunConfig, stack: contextlib.ExitStack, output_dir: str |
                     logger.info("fold %d already finished: skipped", fold.index)
                     metrics.append(read_json(done))
                 else:
-                    metrics.append(run_fold(config, prepared, space, fold, run_dir, trainer_kwargs))
+                    metrics.append(run_fold(config, prepared, fold, run_dir, trainer_kwargs))
                 fold_bar.update(1)
             fold_bar.close()
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM / SIGHUP in the CLI: name what resumes

@@ -14,7 +14,7 @@ complete :class:`~strategies.pipeline.RunConfig`:
   genotype of the best validation epoch (the authors' choice), seed 2;
 - retraining (section 6): SGD 0.025 cosine to 0, momentum 0.9, weight decay 3e-4, clip 5,
   drop path 0.2, class-weighted cross-entropy, batch 96 (code), seed 2; epochs a config value,
-  :data:`DEFAULT_RETRAIN_EPOCHS` by default (the code's 600 is a pt.darts inheritance);
+  :data:`strategies.recipes.DEFAULT_RETRAIN_EPOCHS` by default (the code's 600 is a pt.darts inheritance);
 - every fold of the protocol.
 
 :func:`run_reproduce` runs search -> retrain -> test (:func:`strategies.pipeline.run_pipeline`)
@@ -25,7 +25,6 @@ is the command. docs/reproducing.md lists every deviation from the authors' code
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import time
@@ -37,32 +36,23 @@ from typing import Any, Literal
 from ser_space import SEQ_OP_SETS, SpaceConfig
 
 from .data.features import FeatureConfig
-from .evaluator import TrainConfig
-from .pipeline import RunConfig, run_pipeline
 from .data.presets import get_protocol_preset, preset_data_config
-from .search import SearchConfig
+from .pipeline import run_pipeline
+from .recipes import DEFAULT_RETRAIN_EPOCHS, RunConfig, paper_retrain, paper_search, paper_search_train
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DEFAULT_RETRAIN_EPOCHS",
     "PROTOCOL_CHOICES",
     "ROWS",
     "PaperRow",
-    "add_reproduce_parser",
-    "cmd_reproduce",
     "format_results",
     "get_row",
-    "paper_retrain",
-    "paper_search",
-    "paper_search_train",
+    "list_rows",
     "row_config",
     "run_reproduce",
 ]
 
-#: Retraining epochs unless asked otherwise: the authors' code default is 600 (from pt.darts);
-#: what the papers used is unknown. 100 keeps a full reproduction within a GPU day.
-DEFAULT_RETRAIN_EPOCHS = 100
 #: Which protocol(s) ``run_reproduce`` runs.
 PROTOCOL_CHOICES = ("authors", "standard", "both")
 Protocol = Literal["authors", "standard", "both"]
@@ -121,25 +111,6 @@ def get_row(name: str) -> PaperRow:
 
 
 # --- the papers' settings ----------------------------------------------------------------------
-
-
-def paper_search(epochs: int = 50) -> SearchConfig:
-    """PAPER.md section 5: second-order DARTS, Adam 3e-4 on alphas, clip 5, best-validation genotype, seed 2."""
-    return SearchConfig(strategy="darts", epochs=epochs, arc_learning_rate=3e-4, gradient_clip=5.0,
-                        order="second", genotype="best", seed=2)
-
-
-def paper_search_train() -> TrainConfig:
-    """Weights during the search: SGD 0.025 cosine to 0.001, momentum 0.9, wd 3e-4, clip 5, batch 64 (code)."""
-    return TrainConfig(max_epochs=50, batch_size=64, optimizer="sgd", learning_rate=0.025, learning_rate_min=0.001,
-                       momentum=0.9, weight_decay=3e-4, gradient_clip=5.0, class_weighted=False, seed=2)
-
-
-def paper_retrain(epochs: int = DEFAULT_RETRAIN_EPOCHS) -> TrainConfig:
-    """PAPER.md section 6: SGD 0.025 cosine to 0, momentum 0.9, wd 3e-4, clip 5, drop path 0.2, class weights."""
-    return TrainConfig(max_epochs=epochs, batch_size=96, optimizer="sgd", learning_rate=0.025, learning_rate_min=0.0,
-                       momentum=0.9, weight_decay=3e-4, gradient_clip=5.0, class_weighted=True, drop_path_prob=0.2,
-                       model_selection="best", seed=2)
 
 
 def row_config(row: PaperRow | str, root: str | Path, protocol: Literal["authors", "standard"] = "authors",
@@ -253,6 +224,16 @@ def run_reproduce(row: PaperRow | str, root: str | Path, output_dir: str | Path 
     return {"row": row.to_dict(), "runs": runs}
 
 
+def list_rows() -> str:
+    """The rows and their published figures, one line each (``ser-nas reproduce --list``)."""
+    lines = [f"{'row':<22}{'source':<30}{'corpus':<12}{'UA %':>7}{'WA %':>7}  protocol presets (authors / standard)"]
+    for row in ROWS.values():
+        wa = "-" if row.published_wa is None else f"{row.published_wa:.2f}"
+        lines.append(f"{row.name:<22}{row.source:<30}{row.corpus:<12}{row.published_ua:>7.2f}{wa:>7}  "
+                     f"{row.authors_preset} / {row.standard_preset}")
+    return "\n".join(lines)
+
+
 def format_results(result: dict[str, Any]) -> str:
     """A small plain-text table: our UA / WA per protocol beside the published figures."""
     row = result["row"]
@@ -272,64 +253,3 @@ def format_results(result: dict[str, Any]) -> str:
 
 
 # --- command line ------------------------------------------------------------------------------
-
-
-def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``ser-nas reproduce ROW --root PATH [...]`` to the CLI's subparsers."""
-    parser = subparsers.add_parser(
-        "reproduce", help="rerun a published row (search -> retrain -> test, every fold); ours vs published",
-        description="Rerun a published row of Rajapakshe et al. with the paper's settings on the authors' "
-                    "protocol (or the standard one) and print our figures beside the published ones.")
-    parser.add_argument("row", nargs="?", default=None, help=f"row to rerun: {', '.join(ROWS)}")
-    parser.add_argument("--root", default=None, help="corpus folder of the row's corpus")
-    parser.add_argument("--protocol", default="authors", choices=PROTOCOL_CHOICES,
-                        help="the authors' protocol (as published), the standard one, or both side by side")
-    parser.add_argument("--epochs", type=int, default=None, help="search epochs (default 50, the paper's)")
-    parser.add_argument("--retrain-epochs", type=int, default=None,
-                        help=f"retraining epochs (default {DEFAULT_RETRAIN_EPOCHS}; the authors' code: 600)")
-    parser.add_argument("--order", default="second", choices=("second", "first"),
-                        help="DARTS order: second as published; first for a cheap smoke run")
-    parser.add_argument("--seq-op-set", default=None, choices=sorted(SEQ_OP_SETS),
-                        help="another sequence op set than the row's (the emoDARTS ablation)")
-    parser.add_argument("--space", default="paper", choices=("paper", "tiny"),
-                        help="search space: the paper's, or the tiny one for a smoke run (the op set applies to both)")
-    parser.add_argument("--features", default="compat", choices=("compat", "default", "small"),
-                        help="feature recipe: the authors' (compat), ours at native rate, or small for a smoke run")
-    parser.add_argument("--folds", default="all", help="fold indices, comma separated, or 'all' (as published)")
-    parser.add_argument("--output", default="runs", help="where run folders are created")
-    parser.add_argument("--data-dir", default=None, help="cache of prepared data (default ~/.cache/ser-nas)")
-    parser.add_argument("--list", action="store_true", help="list the rows and their published figures")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
-    return parser
-
-
-def _list_rows() -> str:
-    lines = [f"{'row':<22}{'source':<30}{'corpus':<12}{'UA %':>7}{'WA %':>7}  protocol presets (authors / standard)"]
-    for row in ROWS.values():
-        wa = "-" if row.published_wa is None else f"{row.published_wa:.2f}"
-        lines.append(f"{row.name:<22}{row.source:<30}{row.corpus:<12}{row.published_ua:>7.2f}{wa:>7}  "
-                     f"{row.authors_preset} / {row.standard_preset}")
-    return "\n".join(lines)
-
-
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    """Run ``ser-nas reproduce``; prints the rows (``--list``) or the ours-vs-published table."""
-    if args.list:
-        print(_list_rows())
-        return 0
-    if args.row is None:
-        raise ValueError(f"name a row (one of {', '.join(ROWS)}) or use --list")
-    row = get_row(args.row)
-    if args.root is None:
-        raise ValueError(f"row {row.name} needs --root (the {row.corpus} corpus folder)")
-    folds = None if args.folds.strip().lower() == "all" else tuple(int(v) for v in args.folds.split(",") if v.strip())
-    overrides: dict[str, Any] = {"protocol": args.protocol, "order": args.order, "epochs": args.epochs,
-                                 "retrain_epochs": args.retrain_epochs, "seq_op_set": args.seq_op_set,
-                                 "folds": folds, "data_dir": args.data_dir, "progress": not args.quiet,
-                                 "space": SpaceConfig.tiny() if args.space == "tiny" else None,
-                                 "features": {"compat": FeatureConfig.compat, "default": FeatureConfig.default,
-                                              "small": FeatureConfig.small}[args.features]()}
-    result = run_reproduce(row, str(Path(args.root).expanduser()), output_dir=args.output, overrides=overrides)
-    print(format_results(result))
-    return 0

@@ -245,9 +245,9 @@ def test_resume_redoes_only_the_missing_run(tiny_comparison: tuple[Path, str], t
     calls = []
     real_run_fold = compare.run_fold
 
-    def counting_run_fold(config, prepared, space, fold, run_dir, *args, **kwargs):
+    def counting_run_fold(config, prepared, fold, run_dir, *args, **kwargs):
         calls.append((Path(run_dir).name, fold.index))
-        return real_run_fold(config, prepared, space, fold, run_dir, *args, **kwargs)
+        return real_run_fold(config, prepared, fold, run_dir, *args, **kwargs)
 
     monkeypatch.setattr(compare, "run_fold", counting_run_fold)
     args = _parser().parse_args(["compare", "--resume", str(compare_dir), "--quiet"])

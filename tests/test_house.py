@@ -28,7 +28,8 @@ LAYERS: dict[str, int] = {
     "strategies.data": 1, "strategies.compat": 1, "strategies.lifeline": 1, "strategies.threads": 1,
     "strategies.training_service": 1, "strategies.trials": 1, "strategies.runs": 1, "strategies.progress": 1,
     "strategies": 1,  # the package's __init__ (its version)
-    "strategies.augment": 2, "strategies.evaluator": 2, "strategies.stats": 2, "strategies.plots": 2,
+    "strategies.augment": 2, "strategies.evaluator": 2, "strategies.training": 2, "strategies.stats": 2,
+    "strategies.plots": 2,
     "strategies.baselines": 2, "strategies.reference": 2,
     "strategies.search": 3,
     "strategies.recipes": 4, "strategies.pipeline": 4, "strategies.compare": 4, "strategies.reproduce": 4,

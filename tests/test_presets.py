@@ -20,10 +20,10 @@ from strategies.data.errors import DataError
 from strategies.data.features import FeatureConfig
 from strategies.data.config import DataConfig
 from strategies.data.prepare import prepare_data
-from strategies.pipeline import RunConfig
+from strategies.recipes import RunConfig
 from strategies.data.presets import (PROTOCOL_PRESETS, msp_podcast_authors_manifest, preset_data_config)
-from strategies.reproduce import (ROWS, add_reproduce_parser, cmd_reproduce, format_results, row_config,
-                                  run_reproduce)
+from strategies.cli import add_reproduce_parser, cmd_reproduce
+from strategies.reproduce import ROWS, format_results, row_config, run_reproduce
 
 
 def _prepare(preset: str, root: Path, cache: Path, fold_seed: int = 0):

@@ -14,7 +14,7 @@ from strategies import progress
 from strategies.baselines import hand_designed_architecture
 from strategies.data.dataset import FeatureDataset
 from strategies.evaluator import TrainConfig
-from strategies.pipeline import train_model
+from strategies.training import train_model
 
 from conftest import write_random_features
 

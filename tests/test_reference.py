@@ -16,7 +16,8 @@ from strategies.data.errors import DataError
 from strategies.data.features import FeatureConfig
 from strategies.data.config import DataConfig
 from strategies.data.prepare import prepare_data
-from strategies.pipeline import RunConfig, run_pipeline
+from strategies.pipeline import run_pipeline
+from strategies.recipes import RunConfig
 from strategies.reference import (C_GRID, ReferenceBaseline, fit_reference, is_reference, mfcc_stats,
                                   parse_reference, reference_features)
 from strategies.runs import RunError

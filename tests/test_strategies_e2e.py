@@ -125,7 +125,7 @@ def test_retraining_runs_accelerated_and_returns_a_plain_model(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from ser_space import fast, random_architecture
     from ser_space.cells import Stem
-    from strategies.pipeline import train_model
+    from strategies.training import train_model
 
     seen: list[bool] = []
     original = fast.modules._stem_forward
@@ -146,21 +146,21 @@ def test_retraining_keeps_the_mean_of_the_last_epochs_weights(tmp_path: Path,
     import copy
 
     from ser_space import random_architecture
-    from strategies import pipeline
+    from strategies import training
 
     ends: list[dict[str, torch.Tensor]] = []
-    original = pipeline._KeepBest.on_train_epoch_end
+    original = training.KeepBest.on_train_epoch_end
 
     def record(self, trainer, pl_module) -> None:
         ends.append({k: v.detach().cpu().clone() for k, v in self.module.model.named_parameters()})
         original(self, trainer, pl_module)
 
-    monkeypatch.setattr(pipeline._KeepBest, "on_train_epoch_end", record)
+    monkeypatch.setattr(training.KeepBest, "on_train_epoch_end", record)
     space = _space().replace(cell_dropout=0.0, dropout=0.0)  # so the batch-norm pass is deterministic
     train, val = _datasets(tmp_path / "data")
     model = build_model(random_architecture(space, seed=1), space)
     config = TrainConfig(batch_size=8, max_epochs=3, model_selection="last", average_last=0.6)  # the last 2
-    trained, history, _ = pipeline.train_model(model, config, train, val, CLASSES)
+    trained, history, _ = training.train_model(model, config, train, val, CLASSES)
     assert len(ends) == 3 and len(history) == 3
     for name, param in trained.named_parameters():
         assert torch.allclose(param, (ends[1][name] + ends[2][name]) / 2, atol=1e-6), name
