@@ -84,6 +84,14 @@ ROWS: dict[str, dict[str, Any]] = {
     "cnn_lstm-train-on-val": {"baseline": "cnn_lstm", "retrain": {"train_on_val": True}},
     # the search the recipe runs: DARTS on a C = 4 supernet, the found cells retrained at C = 8
     "darts": {"strategy": "darts"},
+    # issue 30's regularised DARTS: alphas that move (Adam 3e-3: with 3e-4 the 130 architecture steps
+    # leave the mixture almost uniform), the architecture data rotating over every non-test speaker
+    # epoch by epoch, and SDARTS-RS random smoothing of the architecture weights (bound 0.3)
+    "darts-regularised": {"strategy": "darts", "search": {"arc_learning_rate": 3e-3, "rotate_arch_speakers": True,
+                                                          "smoothing": 0.3}},
+    "darts-arc3e-3": {"strategy": "darts", "search": {"arc_learning_rate": 3e-3}},
+    "darts-arc3e-3-rotate": {"strategy": "darts", "search": {"arc_learning_rate": 3e-3, "rotate_arch_speakers": True}},
+    "darts-arc3e-3-sdarts": {"strategy": "darts", "search": {"arc_learning_rate": 3e-3, "smoothing": 0.3}},
     # rows that change only the retraining retrain the very architectures row "darts" found (same
     # seed, same fold: `ser-nas retrain <run folder>`), so the difference is the retraining's alone
     "darts-train-on-val": {"architectures_from": "darts", "retrain": {"train_on_val": True}},
