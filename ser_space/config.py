@@ -1,8 +1,9 @@
 """``SpaceConfig``: the geometry and candidate sets of the SER search space.
 
 The config is a frozen dataclass of plain values (ints, floats, strings, tuples), so it
-round-trips through JSON (``to_dict`` / ``from_dict``) and is what the architecture file
-stores as ``space_config``. Labels of the space are a pure function of it.
+round-trips through JSON (``to_dict`` / ``from_dict`` of :class:`~ser_space.dictconfig.DictConfig`)
+and is what the architecture file stores as ``space_config``. Labels of the space are a pure
+function of it.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Literal, NamedTuple, get_args
 
+from .dictconfig import DictConfig
 from .ops import CNN_OPS, POOL_OPS, SEQ_OPS
 
 __all__ = ["SpaceConfig", "SeqOpSet", "SEQ_OP_SETS", "PAPER_CNN_OPS", "RESIZABLE_FIELDS"]
@@ -60,7 +62,7 @@ SEQ_OP_SETS: dict[str, SeqOpSet] = {
 
 
 @dataclass(frozen=True)
-class SpaceConfig:
+class SpaceConfig(DictConfig):
     """Geometry and candidate sets of :class:`~ser_space.space.SERSpace`.
 
     Defaults are the paper's CNN geometry (input 1 x 128 x 128, C = 8, 4 cells with
@@ -202,34 +204,6 @@ class SpaceConfig:
         if self.seq_input == "pool_freq":
             return self.cnn_out_channels
         return self.cnn_out_channels * self.cnn_out_height
-
-    # ---------------------------------------------------------------- serialisation
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of the fields (tuples stay tuples; JSON turns them into lists)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SpaceConfig:
-        """Build from a dict such as ``to_dict()`` or its JSON; lists become tuples.
-
-        Raises
-        ------
-        ValueError
-            On a non-dict, an unknown key, or an invalid value.
-        """
-        if not isinstance(data, dict):
-            raise ValueError(f"SpaceConfig.from_dict expects a dict, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"SpaceConfig: unknown keys {unknown}; known: {sorted(known)}")
-        values = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
-        return cls(**values)
-
-    def replace(self, **changes: Any) -> SpaceConfig:
-        """Copy with some fields changed (checked again)."""
-        return dataclasses.replace(self, **changes)
 
     # ---------------------------------------------------------------- presets
 

@@ -51,6 +51,7 @@ import numpy as np
 
 from ser_space import SpaceConfig
 
+from ser_space.dictconfig import DictConfig
 from ser_space.io import write_atomically
 
 from . import compat, lifeline
@@ -86,7 +87,7 @@ def default_references() -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class CompareConfig:
+class CompareConfig(DictConfig):
     """A comparison of NAS strategies; written to ``compare.json`` of the comparison folder.
 
     ``seeds`` may be given as a count ``n`` (seeds ``0 .. n-1``) or as a tuple of seeds.
@@ -137,49 +138,18 @@ class CompareConfig:
             object.__setattr__(self, "folds", tuple(int(f) for f in self.folds))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": COMPARE_FORMAT,
-            "strategies": list(self.strategies),
-            "seeds": list(self.seeds),  # type: ignore[arg-type]
-            "folds": None if self.folds is None else list(self.folds),
-            "baseline": self.baseline,
-            "references": list(self.references),
-            "epochs": self.epochs,
-            "trial_epochs": self.trial_epochs,
-            "data": self.data.to_dict(),
-            "space": self.space.to_dict(),
-            "search": self.search.to_dict(),
-            "search_train": self.search_train.to_dict(),
-            "retrain": self.retrain.to_dict(),
-        }
+        return {"format": COMPARE_FORMAT, **super().to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CompareConfig:
         data = dict(data)
         if data.pop("format", COMPARE_FORMAT) != COMPARE_FORMAT:
             raise RunError("compare.json: unsupported comparison format")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise RunError(f"compare.json: unknown field(s) {', '.join(unknown)}")
-        folds = data.get("folds")
-        return cls(
-            strategies=tuple(data["strategies"]),
-            seeds=tuple(int(s) for s in data["seeds"]),
-            folds=None if folds is None else tuple(int(f) for f in folds),
-            baseline=data.get("baseline"),
-            references=tuple(data.get("references", ())),  # comparisons written before references: none
-            epochs=int(data["epochs"]),
-            trial_epochs=int(data["trial_epochs"]),
-            data=DataConfig.from_dict(data["data"]),
-            space=SpaceConfig.from_dict(data["space"]),
-            search=SearchConfig.from_dict(data["search"]),
-            search_train=TrainConfig.from_dict(data["search_train"]),
-            retrain=TrainConfig.from_dict(data["retrain"]),
-        )
-
-    def replace(self, **changes: Any) -> CompareConfig:
-        return dataclasses.replace(self, **changes)
+        data.setdefault("references", [])  # comparisons written before references: none
+        return super().from_dict(data)
 
     def search_for(self, strategy: str, seed: int) -> SearchConfig:
         """The search config of one job: equal budget, this seed."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import nni
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from nni.nas.evaluator.pytorch import DataLoader, Lightning, LightningModule, Trainer
 from pytorch_lightning import Callback
 from ser_space import fast
+from ser_space.dictconfig import DictConfig
 from torch import nn
 
 from .augment import Augmentation
@@ -45,7 +46,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(DictConfig):
     """How a network is trained: shared by search, retraining and baselines."""
 
     max_epochs: int = 50  # training epochs
@@ -103,20 +104,6 @@ class TrainConfig:
             raise ValueError("average_last needs model_selection 'last': it replaces the choice of one epoch")
         if not 0.0 <= self.drop_path_prob < 1.0:
             raise ValueError(f"drop_path_prob must be in [0, 1), got {self.drop_path_prob}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s): {', '.join(unknown)}")
-        return cls(**data)
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        return TrainConfig(**{**self.to_dict(), **changes})
 
 
 # ----------------------------------------------------------------------------- metrics

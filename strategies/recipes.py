@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ser_space import SpaceConfig
+from ser_space.dictconfig import DictConfig
 
 from .baselines import BASELINES
 from .data.config import DataConfig
@@ -58,7 +59,7 @@ RUN_FORMAT = 1
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(DictConfig):
     """Everything one run depends on; written to ``config.json`` of the run folder."""
 
     data: DataConfig = field(default_factory=DataConfig)  # corpus, folds, features
@@ -79,38 +80,17 @@ class RunConfig:
                                f"reference: {', '.join(REFERENCE_BASELINES)} (optionally :logreg or :svm)")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": RUN_FORMAT,
-            "data": self.data.to_dict(),
-            "space": self.space.to_dict(),
-            "search": self.search.to_dict(),
-            "search_train": self.search_train.to_dict(),
-            "retrain": self.retrain.to_dict(),
-            "folds": None if self.folds is None else list(self.folds),
-            "baseline": self.baseline,
-            "architecture": self.architecture,
-        }
+        return {"format": RUN_FORMAT, **super().to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         data = dict(data)
         if data.pop("format", RUN_FORMAT) != RUN_FORMAT:
             raise RunError("config.json: unsupported run format")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:
             raise RunError(f"config.json: unknown field(s) {', '.join(unknown)}")
-        folds = data.get("folds")
-        return cls(
-            data=DataConfig.from_dict(data["data"]),
-            space=SpaceConfig.from_dict(data["space"]),
-            search=SearchConfig.from_dict(data["search"]),
-            search_train=TrainConfig.from_dict(data["search_train"]),
-            retrain=TrainConfig.from_dict(data["retrain"]),
-            folds=None if folds is None else tuple(int(f) for f in folds),
-            baseline=data.get("baseline"),
-            architecture=data.get("architecture"),
-        )
+        return super().from_dict(data)
 
     def seeded(self, seed: int) -> RunConfig:
         """A copy with one seed for the whole run: the search and both trainings (``ser-nas --seed``)."""

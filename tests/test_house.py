@@ -175,3 +175,34 @@ def test_nothing_imports_the_command_line_or_the_trial_entry_point() -> None:
 def test_a_module_imports_only_its_layer_and_those_below(module: str) -> None:
     above = sorted(t for t in EDGES[module] if _layer(t) > _layer(module))
     assert above == [], f"{module} (layer {_layer(module)}) imports a higher layer: {above}"
+
+
+def test_every_config_round_trips_through_the_one_helper() -> None:
+    """Every config dataclass derives from ser_space.dictconfig.DictConfig and round-trips through JSON."""
+    import json
+
+    from ser_space import SpaceConfig
+    from ser_space.dictconfig import DictConfig
+    from strategies.compare import CompareConfig
+    from strategies.data.config import DataConfig
+    from strategies.data.features import FeatureConfig
+    from strategies.data.synthetic import SyntheticConfig
+    from strategies.evaluator import TrainConfig
+    from strategies.recipes import REAL_SPEECH, RunConfig
+    from strategies.search import SearchConfig
+
+    configs = [SpaceConfig.small(), FeatureConfig.speech(2.0), DataConfig(), TrainConfig(gain_db=3.0),
+               SearchConfig(arch_speakers=2, remote_machines=("u@h:22",)), REAL_SPEECH, RunConfig(folds=None),
+               CompareConfig(seeds=2, references=())]
+    for config in configs:
+        assert isinstance(config, DictConfig)
+        again = type(config).from_dict(json.loads(json.dumps(config.to_dict())))
+        assert again == config, type(config).__name__
+    assert isinstance(SyntheticConfig(), DictConfig)
+    with pytest.raises(ValueError, match=r"TrainConfig: unknown keys \['epochs'\]"):
+        TrainConfig.from_dict({"epochs": 3})
+    # a stored layout of its own around the helper: the run's format number, and its one-line error
+    from strategies.runs import RunError
+
+    with pytest.raises(RunError, match="config.json: unknown field"):
+        RunConfig.from_dict({**RunConfig().to_dict(), "extra": 1})

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ser_space.dictconfig import DictConfig
+
 from .corpora import CORPORA, get_corpus
 from .errors import DataError
 from .features import FeatureConfig
@@ -37,7 +39,7 @@ DATASETS = _datasets()
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(DictConfig):
     """Which corpus, how it is split and which features: everything ``prepare_data`` needs."""
 
     dataset: str = SYNTHETIC  # a registered corpus name; "synthetic" is the embedded default
@@ -55,25 +57,19 @@ class DataConfig:
             raise DataError(f"dataset {self.dataset!r} needs --root (the corpus folder)")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "dataset": self.dataset,
-            "root": self.root,
-            "options": {k: v for k, v in self.options},
-            "protocol": self.protocol,
-            "k": self.k,
-            "val_speakers": self.val_speakers,
-            "fold_seed": self.fold_seed,
-            "features": self.features.to_dict(),
-            # only when set, so the keys of configs without a preset stay what they were
-            **({"preset": self.preset} if self.preset is not None else {}),
-        }
+        """Plain data; the options as a dict, and the preset only when set (so the keys of configs
+        without one stay what they were)."""
+        values = {**super().to_dict(), "options": {k: v for k, v in self.options}}
+        if self.preset is None:
+            values.pop("preset")
+        return values
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DataConfig:
         data = dict(data)
-        features = FeatureConfig.from_dict(data.pop("features")) if "features" in data else FeatureConfig.small()
-        options = tuple(sorted((data.pop("options", None) or {}).items()))
-        return cls(features=features, options=options, **data)
+        data.setdefault("features", FeatureConfig.small().to_dict())  # configs written before features were stored
+        data["options"] = tuple(sorted((data.get("options") or {}).items()))
+        return super().from_dict(data)
 
     def key(self) -> str:
         """Stable hash of everything that changes the prepared data."""

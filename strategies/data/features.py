@@ -17,7 +17,6 @@ Features are computed once per (feature config, audio content) and cached under
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import hashlib
 import json
@@ -37,6 +36,7 @@ import pandas as pd
 
 from strategies.data.audio import read_audio, resample
 from strategies.data.errors import DataError
+from ser_space.dictconfig import DictConfig
 from ser_space.io import write_atomically
 
 __all__ = [
@@ -66,7 +66,7 @@ NORMALIZATIONS = ("per_coefficient", "per_speaker", "per_utterance", "none")
 
 
 @dataclass(frozen=True)
-class FeatureConfig:
+class FeatureConfig(DictConfig):
     """How one utterance becomes a (num_coefficients, frames) float32 matrix.
 
     The raw spectrogram has ``frames * time_pool`` columns; the max over every ``time_pool``
@@ -219,19 +219,6 @@ class FeatureConfig:
             return self.hop_length
         raw = self.frames * self.time_pool
         return max(1, self.clip_samples(sr) // max(1, raw - 1))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict of every field."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> FeatureConfig:
-        """Rebuild from :meth:`to_dict` output; unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - names
-        if unknown:
-            raise ValueError(f"unknown FeatureConfig fields: {sorted(unknown)}")
-        return cls(**values)
 
     def key(self) -> str:
         """Stable short hash of the fields that change the cached features.

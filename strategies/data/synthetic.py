@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import atexit
 import ctypes
-import dataclasses
 import hashlib
 import json
 import logging
@@ -43,6 +42,7 @@ import numpy as np
 import pandas as pd
 import soundfile
 
+from ser_space.dictconfig import DictConfig
 from strategies.data.audio import resample
 from strategies.data.errors import DataError
 from strategies.data.paths import cache_root
@@ -134,7 +134,7 @@ _STATEFUL_KEYWORDS = frozenset({"flutter", "roughness", "echo", "breath", "breat
 
 
 @dataclass(frozen=True)
-class SyntheticConfig:
+class SyntheticConfig(DictConfig):
     """What the synthetic corpus contains. The default is 8 speakers x 4 emotions x 10 clips."""
 
     num_speakers: int = 8  # first num_speakers of SPEAKER_VOICES (at most 8)
@@ -166,14 +166,6 @@ class SyntheticConfig:
             len(self.noise_snr_db) != 2 or self.noise_snr_db[0] > self.noise_snr_db[1]
         ):
             raise ValueError(f"noise_snr_db must be (low, high) or None, got {self.noise_snr_db}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of every field."""
-        values = dataclasses.asdict(self)
-        values["emotions"] = list(self.emotions)
-        values["sentences"] = list(self.sentences)
-        values["noise_snr_db"] = None if self.noise_snr_db is None else list(self.noise_snr_db)
-        return values
 
     def key(self) -> str:
         """Stable short hash of the config and recipe version (12 hex digits)."""

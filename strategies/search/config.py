@@ -8,10 +8,11 @@ multi-trial search to the same number of passes over the training data as a one-
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 from ser_space import SpaceConfig
+from ser_space.dictconfig import DictConfig
 
 from .. import compat
 from .registry import get_strategy
@@ -20,7 +21,7 @@ __all__ = ["SearchConfig", "equal_budget", "searched_space", "ZERO_OP"]
 
 
 @dataclass(frozen=True)
-class SearchConfig:
+class SearchConfig(DictConfig):
     """How the architecture search runs (the strategy and its budget)."""
 
     strategy: str = "darts"  # registry name: darts, enas, gumbel_darts, random_oneshot, random, evolution, tpe, grid, policy_rl
@@ -92,20 +93,6 @@ class SearchConfig:
             raise ValueError("training_service 'remote' needs remote_machines (user@host:port,...)")
         for machine in self.remote_machines:
             parse_machine(machine)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown SearchConfig field(s): {', '.join(unknown)}")
-        return cls(**data)
-
-    def replace(self, **changes: Any) -> SearchConfig:
-        return SearchConfig(**{**self.to_dict(), **changes})
 
 
 def equal_budget(config: SearchConfig, trial_epochs: int | None = None) -> SearchConfig:
