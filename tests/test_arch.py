@@ -157,7 +157,9 @@ def test_an_architecture_loads_at_another_width_only_when_asked(tmp_path: Path) 
     assert set(RESIZABLE_FIELDS) == {"channels", "hidden_size", "dropout", "cell_dropout", "drop_path_prob"}
     arch = load_architecture(path, expected_config=wider, resize=True)
     assert arch.config == TINY
-    assert build_model(arch.sample, wider) is not None
+    model = build_model(arch.sample, wider)  # the same cells, twice as wide
+    assert model.stem[0].out_channels == 3 * wider.channels and model.classifier.in_features == wider.hidden_size
+    assert model.eval()(torch.randn(2, 1, wider.n_mfcc, wider.frames)).shape == (2, wider.num_classes)
     with pytest.raises(ArchitectureError, match=r"channels \(file"):
         load_architecture(path, expected_config=wider)
     # a field that sets the choices or their meaning may not differ even so

@@ -67,12 +67,13 @@ def _supernets(config):
 
     from ser_space import SERSpace, fast
 
-    warnings.filterwarnings("ignore")
-    ours = fast.accelerate(DARTS().mutate_model(SERSpace(config)))
+    with warnings.catch_warnings():  # NNI's mutation warnings, for these two supernets only
+        warnings.simplefilter("ignore")
+        ours = fast.accelerate(DARTS().mutate_model(SERSpace(config)))
+        space = SERSpace(config)
+        space.extra_oneshot_hooks = lambda _strategy: []
+        reference = DARTS().mutate_model(space)
     assert fast.is_accelerated(ours)
-    space = SERSpace(config)
-    space.extra_oneshot_hooks = lambda _strategy: []
-    reference = DARTS().mutate_model(space)
     reference.load_state_dict(ours.state_dict())
     return ours, reference
 

@@ -65,4 +65,7 @@ def test_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))
     _example()
-    assert (tmp_path / "arch.json").is_file()
+    from ser_space import SpaceConfig, load_architecture
+
+    arch = load_architecture(tmp_path / "arch.json", expected_config=SpaceConfig.tiny())  # validated against the space
+    assert arch.meta == {"strategy": "darts"} and all(label in arch.sample for label in ("rnn/pool", "rnn/op_1_0"))

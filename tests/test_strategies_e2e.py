@@ -213,13 +213,17 @@ def test_nni_multi_trial_strategies_search_ser_space(strategy: str, tmp_path: Pa
 
 
 def test_sampling_strategies_search_without_the_zero_op() -> None:
-    from strategies.search import searched_space
+    from strategies.search import STRATEGIES, searched_space
 
     space = SpaceConfig.small()
     assert "none" in space.cnn_ops and "none" in space.seq_ops
-    for strategy in ("darts", "gumbel_darts"):  # differentiable: the zero op is their "no edge" weight
+    # from the registry, so a new strategy cannot escape: differentiable ones keep the zero op (their
+    # "no edge" weight), every strategy that samples architectures searches without it
+    differentiable = [name for name, spec in STRATEGIES.items() if spec.kind == "oneshot" and not spec.sampling]
+    assert set(differentiable) == {"darts", "gumbel_darts"}
+    for strategy in differentiable:
         assert searched_space(space, strategy) == space
-    for strategy in ("enas", "random_oneshot", "random", "evolution", "tpe", "grid", "policy_rl"):
+    for strategy in sorted(set(STRATEGIES) - set(differentiable)):
         reduced = searched_space(space, strategy)
         assert "none" not in reduced.cnn_ops and "none" not in reduced.seq_ops
         assert set(reduced.cnn_ops) == set(space.cnn_ops) - {"none"}

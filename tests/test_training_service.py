@@ -1,4 +1,5 @@
-"""Scaling out: training-service config, multi-device checks, concurrent prepares, parallel trials.
+"""``strategies.training_service`` and scaling out: training-service configs, multi-device checks,
+parallel local trials, and the commands of docs/scaling.md.
 
 The remote training service against a real SSH server is in tests/test_remote.py.
 """
@@ -6,7 +7,6 @@ The remote training service against a real SSH server is in tests/test_remote.py
 from __future__ import annotations
 
 import json
-import multiprocessing
 import sqlite3
 import sys
 from pathlib import Path
@@ -51,21 +51,6 @@ def test_search_config_training_service_checks() -> None:
     config = SearchConfig(strategy="random", training_service="remote", remote_machines=["u@h:2"])
     assert config.remote_machines == ("u@h:2",)  # JSON round trips give lists
     assert SearchConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-
-
-def test_cli_flags_come_from_the_fields() -> None:
-    from strategies.cli import build_parser
-
-    parser = build_parser()
-    args = parser.parse_args(["search", "--strategy", "random", "--training-service", "remote",
-                              "--remote-machines", "root@10.0.0.1:22, root@10.0.0.2:2222",
-                              "--remote-ssh-key", "/k", "--remote-python", "/venv/bin/python",
-                              "--trial-gpu-number", "1", "--trial-concurrency", "4",
-                              "--training-service-config", "ts.json", "--nni-manager-ip", "10.0.0.9"])
-    assert args.remote_machines == ("root@10.0.0.1:22", "root@10.0.0.2:2222")
-    assert (args.remote_ssh_key, args.remote_python, args.trial_gpu_number, args.trial_concurrency) == \
-        ("/k", "/venv/bin/python", 1, 4)
-    assert (args.training_service_config, args.nni_manager_ip) == ("ts.json", "10.0.0.9")
 
 
 def _experiment(tmp_path: Path):
@@ -238,57 +223,6 @@ def test_trainer_strategy_passes_through() -> None:
 
     assert isinstance(lightning.trainer.strategy, SingleDeviceStrategy)
     assert TrainConfig.from_dict(TrainConfig(strategy="ddp").to_dict()).strategy == "ddp"
-
-
-# ---- concurrent prepares --------------------------------------------------------------------
-
-def _prepare_in_child(data_dir: str, root: str, queue: "multiprocessing.Queue") -> None:
-    from strategies.data.config import DataConfig
-    from strategies.data.prepare import prepare_data
-
-    try:
-        prepared = prepare_data(DataConfig(root=root), data_dir, progress=False)
-        queue.put(("ok", str(prepared.folder), np.asarray(prepared.features()).tolist(),
-                   prepared.manifest["utt_id"].tolist()))
-    except BaseException as error:  # reported to the parent, which fails the test
-        queue.put(("error", repr(error), None, None))
-
-
-def test_two_processes_prepare_the_same_corpus_at_once(tmp_path: Path) -> None:
-    from strategies.data.config import DataConfig
-    from strategies.data.prepare import _load_prepared
-
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    data_dir, root = str(tmp_path / "data"), str(tmp_path / "corpus")
-    children = [context.Process(target=_prepare_in_child, args=(data_dir, root, queue)) for _ in range(2)]
-    for child in children:
-        child.start()
-    results = [queue.get(timeout=600) for _ in children]
-    for child in children:
-        child.join(timeout=60)
-    assert [r[0] for r in results] == ["ok", "ok"], results
-    assert results[0][1] == results[1][1]  # the same folder
-    assert results[0][2] == results[1][2] and results[0][3] == results[1][3]  # identical features, rows
-    folders = sorted((tmp_path / "data" / "prepared").iterdir())
-    # one prepared folder; no temporaries, and no lock file, left behind
-    assert [p.name for p in folders if not p.name.startswith(".")] == [Path(results[0][1]).name]
-    assert [p.name for p in folders if p.name.startswith(".")] == []
-    folder = Path(results[0][1])
-    assert sorted(p.name for p in folder.iterdir()) == ["features.npy", "folds.json", "manifest.csv",
-                                                        "prepared.json"]
-    prepared = _load_prepared(folder, DataConfig(root=root))
-    assert np.array_equal(np.asarray(prepared.features()), np.asarray(results[0][2], dtype=np.float32))
-
-
-def test_run_folders_are_unique_under_concurrency(tmp_path: Path) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from strategies.runs import new_run_dir
-
-    with ThreadPoolExecutor(8) as pool:
-        folders = list(pool.map(lambda _: new_run_dir(tmp_path, "search"), range(16)))
-    assert len(set(folders)) == 16 and all(f.is_dir() for f in folders)
 
 
 # ---- parallel trials on the local service ---------------------------------------------------
